@@ -1,0 +1,1 @@
+"""Result stores: where plugins record what they did (Local SQLite, InKube)."""

@@ -1,0 +1,183 @@
+"""The result-store interface every backend implements.
+
+Plugins describe *what* to record (a hot-update result, a probe's markers);
+the store decides *how* (SQLite rows, pod annotations + a result ConfigMap +
+Events). One process owns every store so the Kubernetes client is imported
+once; plugins hold a proxy with this same interface.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kidecar_supervisor.config_reader import ConfigReader
+
+STORAGE_TYPES = ("InKube", "Local", "HTTPMetric")
+DEFAULT_RESULT_CONFIGMAP = "sidecar-result"
+DEFAULT_RESULT_NAMESPACE = "kube-system"
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """A Kubernetes object by group/version/resource/namespace/name (templated)."""
+
+    group: str
+    version: str
+    resource: str
+    name: str
+    namespace: str = ""
+
+    @classmethod
+    def parse(cls, reader: ConfigReader) -> TargetRef:
+        ref = cls(
+            group=reader.str("group", default="", allow_empty=True),
+            version=reader.str("version"),
+            resource=reader.str("resource"),
+            name=reader.str("name"),
+            namespace=reader.str("namespace", default="", allow_empty=True),
+        )
+        reader.reject_unknown()
+        return ref
+
+
+@dataclass(frozen=True)
+class MarkerPolicy:
+    """OpenKruise PodProbeMarker-style policy: a probed state and its markers."""
+
+    state: str
+    game_server_ops_state: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, reader: ConfigReader) -> MarkerPolicy:
+        policy = cls(
+            state=reader.str("state"),
+            game_server_ops_state=reader.str("gameServerOpsState", default=""),
+            labels=tuple(sorted(reader.str_map("labels", default={}).items())),
+            annotations=tuple(sorted(reader.str_map("annotations", default={}).items())),
+        )
+        reader.reject_unknown()
+        return policy
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """A plugin's ``storageConfig``: which backend, and its ``inKube`` settings."""
+
+    type: str = "Local"
+    annotation_key: str = ""
+    label_key: str = ""
+    result_configmap: str = DEFAULT_RESULT_CONFIGMAP
+    result_namespace: str = DEFAULT_RESULT_NAMESPACE
+    target: TargetRef | None = None
+    json_path: str = ""
+    marker_policies: tuple[MarkerPolicy, ...] = ()
+
+    @classmethod
+    def parse(cls, reader: ConfigReader) -> StorageConfig:
+        kind = reader.str("type", default="Local", choices=STORAGE_TYPES)
+        inkube = reader.child("inKube")
+        values: dict[str, Any] = {"type": kind}
+        if inkube is not None:
+            values.update(
+                annotation_key=inkube.str("annotationKey", default=""),
+                label_key=inkube.str("labelKey", default=""),
+                json_path=inkube.str("jsonPath", default=""),
+                marker_policies=tuple(
+                    MarkerPolicy.parse(r)
+                    for r in inkube.children("markerPolicies", "markerPolices")
+                ),
+            )
+            target = inkube.child("target")
+            if target is not None:
+                values["target"] = TargetRef.parse(target)
+            result = inkube.child("resultConfigMap")
+            if result is not None:
+                values["result_configmap"] = result.str("name", default=DEFAULT_RESULT_CONFIGMAP)
+                values["result_namespace"] = result.str(
+                    "namespace", default=DEFAULT_RESULT_NAMESPACE
+                )
+                result.reject_unknown()
+            if values["json_path"] and not values["json_path"].startswith("/"):
+                raise inkube.error(
+                    "jsonPath", f"must be a JSON pointer starting with '/', got {values['json_path']!r}"
+                )
+            inkube.reject_unknown()
+        reader.reject_unknown()
+        return cls(**values)
+
+
+@dataclass
+class ResultRecord:
+    """One plugin result (e.g. a hot update) as stored and read back."""
+
+    plugin: str
+    version: str
+    url: str = ""
+    success: bool = True
+    message: str = ""
+    timestamp: float = field(default_factory=time.time)
+    sha256: str = ""
+    pod: str = ""
+    workload: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plugin": self.plugin, "version": self.version, "url": self.url,
+            "success": self.success, "message": self.message, "timestamp": self.timestamp,
+            "sha256": self.sha256, "pod": self.pod, "workload": self.workload,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass
+class MarkerUpdate:
+    """Markers a probe state implies: keys mapped to None are removed.
+
+    ``target_value`` is written at the storage config's target + jsonPath (or
+    the GameServer's ``/spec/opsState``); None leaves the target untouched.
+    """
+
+    labels: dict[str, str | None] = field(default_factory=dict)
+    annotations: dict[str, str | None] = field(default_factory=dict)
+    target_value: str | None = None
+
+
+#: what a write did: written now, or journaled on disk to be written later
+WRITTEN = "written"
+JOURNALED = "journaled"
+
+
+class ResultStore(abc.ABC):
+    """Where results and markers go. Every method may be called from any thread."""
+
+    @abc.abstractmethod
+    def record_result(self, record: ResultRecord) -> str:
+        """Durably record ``record`` for this pod and its workload; WRITTEN or JOURNALED."""
+
+    @abc.abstractmethod
+    def latest_for_pod(self, plugin: str) -> ResultRecord | None:
+        """This pod's latest *successful* result of ``plugin`` (survives container restarts)."""
+
+    @abc.abstractmethod
+    def latest_for_workload(self, plugin: str) -> ResultRecord | None:
+        """The newest *successful* result any pod of this pod's workload reached (never another workload's)."""
+
+    @abc.abstractmethod
+    def apply_markers(self, update: MarkerUpdate) -> str:
+        """Set/remove labels, annotations and the target field; WRITTEN or JOURNALED."""
+
+    @abc.abstractmethod
+    def emit_event(self, reason: str, message: str, warning: bool = False) -> None:
+        """Record a human-readable event (a Kubernetes Event on the pod for InKube)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush and release resources."""
