@@ -1,0 +1,179 @@
+"""A write-ahead journal on disk for Kubernetes writes that could not be made yet.
+
+When the API server is unreachable a hot update still happens; its result
+must reach the pod and the result ConfigMap later, even if the sidecar
+restarts meanwhile. Each pending operation is one file
+``<dir>/<seq>.json`` written to a temp file, fsynced, renamed into place and
+the directory fsynced, all before ``append`` returns: a crash leaves either
+the whole entry or none, never half of one. Entries are replayed in sequence
+order (later writes win, as they would have live) and deleted once written.
+
+The replayer *claims* the head entry while it works on it; ``append`` may
+fold a new entry into the last one (``merge``, e.g. marker updates: latest
+value wins, so an outage with a flapping probe does not pile up thousands of
+files) but never into a claimed one. An entry that cannot be parsed is moved
+aside to ``<dir>/bad/`` with an error log, and one the API permanently
+refuses goes to ``<dir>/failed/`` with the reason: neither blocks the queue
+and neither is silently lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("kidecar.storage.journal")
+
+Entry = dict[str, Any]
+#: folds ``new`` into ``last``: the combined entry, or None to keep them apart
+Merge = Callable[[Entry, Entry], Entry | None]
+
+_NAME = re.compile(r"^(\d{16})\.json$")
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename/unlink in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write ``data`` to ``path`` so a crash leaves the old or the new file, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, separators=(",", ":"), sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class Journal:
+    """Ordered, durable queue of JSON entries in one directory. Thread-safe."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._claimed: int | None = None
+        for stale in self.dir.glob(".*.tmp"):  # a crash mid-write: the entry was never promised
+            stale.unlink(missing_ok=True)
+        self._ids = sorted(int(m.group(1)) for p in self.dir.iterdir()
+                           if (m := _NAME.match(p.name)))
+        self._next = (self._ids[-1] + 1) if self._ids else 1
+
+    def _path(self, entry_id: int) -> Path:
+        return self.dir / f"{entry_id:016d}.json"
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ids)
+
+    def append(self, entry: Entry, merge: Merge | None = None) -> int:
+        """Durably add ``entry`` (fsynced before returning); its id.
+
+        With ``merge``, the entry may be folded into the last unclaimed entry.
+        """
+        with self._lock:
+            if merge is not None and self._ids and self._ids[-1] != self._claimed:
+                last_id = self._ids[-1]
+                last = self._read(last_id)
+                combined = merge(last, entry) if last is not None else None
+                if combined is not None:
+                    atomic_write_json(self._path(last_id), combined)
+                    return last_id
+            entry_id = self._next
+            self._next += 1
+            atomic_write_json(self._path(entry_id), entry)
+            self._ids.append(entry_id)
+            return entry_id
+
+    def entries(self) -> list[tuple[int, Entry]]:
+        """Every pending entry, oldest first (unparseable ones are moved aside)."""
+        with self._lock:
+            ids = list(self._ids)
+        out = []
+        for entry_id in ids:
+            with self._lock:
+                entry = self._read(entry_id) if entry_id in self._ids else None
+            if entry is not None:
+                out.append((entry_id, entry))
+        return out
+
+    def claim_head(self) -> tuple[int, Entry] | None:
+        """The oldest entry, reserved for the caller until ``done``/``release``."""
+        with self._lock:
+            while self._ids:
+                head = self._ids[0]
+                entry = self._read(head)
+                if entry is not None:
+                    self._claimed = head
+                    return head, entry
+            return None
+
+    def update(self, entry_id: int, entry: Entry) -> None:
+        """Replace a claimed entry's content (e.g. after part of it was written)."""
+        with self._lock:
+            if entry_id in self._ids:
+                atomic_write_json(self._path(entry_id), entry)
+
+    def release(self, entry_id: int) -> None:
+        """Give a claimed entry back (to be retried later)."""
+        with self._lock:
+            if self._claimed == entry_id:
+                self._claimed = None
+
+    def done(self, entry_id: int) -> None:
+        """The entry was written: delete it."""
+        with self._lock:
+            if self._claimed == entry_id:
+                self._claimed = None
+            if entry_id in self._ids:
+                self._ids.remove(entry_id)
+                self._path(entry_id).unlink(missing_ok=True)
+                fsync_dir(self.dir)
+
+    def fail(self, entry_id: int, reason: str) -> Path:
+        """The API will never accept this entry: keep it under ``failed/`` with the reason."""
+        with self._lock:
+            if self._claimed == entry_id:
+                self._claimed = None
+            entry = self._read(entry_id) or {}
+            target = self.dir / "failed" / f"{entry_id:016d}.json"
+            target.parent.mkdir(exist_ok=True)
+            atomic_write_json(target, {"reason": reason, "entry": entry})
+            if entry_id in self._ids:
+                self._ids.remove(entry_id)
+                self._path(entry_id).unlink(missing_ok=True)
+                fsync_dir(self.dir)
+        log.error("journal entry %s dropped from the queue: %s (kept in %s)",
+                  entry_id, reason, target)
+        return target
+
+    def _read(self, entry_id: int) -> Entry | None:
+        """Parse one entry; a corrupt one is moved to ``bad/`` (caller holds the lock)."""
+        path = self._path(entry_id)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+            return data
+        except FileNotFoundError:
+            self._ids.remove(entry_id)
+            return None
+        except (ValueError, UnicodeDecodeError) as exc:
+            bad = self.dir / "bad"
+            bad.mkdir(exist_ok=True)
+            os.replace(path, bad / path.name)
+            self._ids.remove(entry_id)
+            log.error("journal entry %s is corrupt (%s); moved to %s", path, exc, bad / path.name)
+            return None

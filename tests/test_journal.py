@@ -1,0 +1,154 @@
+"""The write-ahead journal: durable, ordered, crash-safe, never silently lossy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from kidecar_supervisor.storage.journal import Journal, atomic_write_json
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_entries_come_back_in_order_after_reopen(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j")
+    ids = [j.append({"n": n}) for n in range(5)]
+    assert ids == sorted(ids)
+    reopened = Journal(tmp_path / "j")
+    assert [e["n"] for _, e in reopened.entries()] == [0, 1, 2, 3, 4]
+    assert len(reopened) == 5
+    # new ids continue after the old ones: replay order stays append order
+    assert reopened.append({"n": 5}) > ids[-1]
+
+
+def test_done_removes_the_file_and_release_keeps_it(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.append({"n": 1})
+    j.append({"n": 2})
+    claimed = j.claim_head()
+    assert claimed is not None and claimed[1] == {"n": 1}
+    j.release(claimed[0])
+    again = j.claim_head()
+    assert again == claimed
+    j.done(claimed[0])
+    assert [e for _, e in j.entries()] == [{"n": 2}]
+    assert len(list(tmp_path.glob("*.json"))) == 1
+
+
+def test_update_persists_partial_progress(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    entry_id = j.append({"parts": ["pod", "configmap", "event"]})
+    j.update(entry_id, {"parts": ["event"]})
+    assert Journal(tmp_path).entries() == [(entry_id, {"parts": ["event"]})]
+
+
+def _merge_markers(last: dict, new: dict) -> dict | None:
+    if last.get("op") == new.get("op") == "markers":
+        return {"op": "markers", "labels": {**last["labels"], **new["labels"]}}
+    return None
+
+
+def test_merge_folds_into_last_entry_but_never_into_a_claimed_one(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    first = j.append({"op": "markers", "labels": {"a": "1"}}, merge=_merge_markers)
+    folded = j.append({"op": "markers", "labels": {"a": "2", "b": "x"}}, merge=_merge_markers)
+    assert folded == first
+    assert j.entries() == [(first, {"op": "markers", "labels": {"a": "2", "b": "x"}})]
+    claimed = j.claim_head()
+    assert claimed is not None
+    second = j.append({"op": "markers", "labels": {"a": "3"}}, merge=_merge_markers)
+    assert second != first, "merging into the entry being replayed would lose the new value"
+    j.done(first)
+    assert [e["labels"] for _, e in j.entries()] == [{"a": "3"}]
+    # a result is never folded into markers
+    third = j.append({"op": "result"}, merge=_merge_markers)
+    assert third != second and len(j) == 2
+
+
+def test_corrupt_entry_is_moved_aside_with_an_error(tmp_path: Path, caplog) -> None:
+    j = Journal(tmp_path)
+    j.append({"n": 1})
+    bad_id = j.append({"n": 2})
+    j.append({"n": 3})
+    (tmp_path / f"{bad_id:016d}.json").write_text("{not json")
+    reopened = Journal(tmp_path)
+    assert [e["n"] for _, e in reopened.entries()] == [1, 3]
+    assert (tmp_path / "bad" / f"{bad_id:016d}.json").read_text() == "{not json"
+    assert any("corrupt" in r.getMessage() for r in caplog.records)
+
+
+def test_fail_keeps_the_entry_and_reason_out_of_the_queue(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    entry_id = j.append({"op": "result", "v": "v9"})
+    j.claim_head()
+    kept = j.fail(entry_id, "422 Invalid: bad label")
+    assert len(j) == 0
+    assert json.loads(kept.read_text()) == {"reason": "422 Invalid: bad label",
+                                            "entry": {"op": "result", "v": "v9"}}
+
+
+def test_leftover_temp_file_from_a_crash_is_ignored(tmp_path: Path) -> None:
+    atomic_write_json(tmp_path / "0000000000000001.json", {"n": 1})
+    (tmp_path / ".0000000000000002.json.tmp").write_text('{"n": 2')  # crash mid-write
+    j = Journal(tmp_path)
+    assert j.entries() == [(1, {"n": 1})]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_concurrent_appends_get_distinct_ids(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(20):
+            entry_id = j.append({"w": n, "i": i})
+            with lock:
+                ids.append(entry_id)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 160
+    assert len(Journal(tmp_path).entries()) == 160
+
+
+def test_sigkill_mid_append_loses_nothing_that_was_acknowledged(tmp_path: Path) -> None:
+    """A writer process killed at a random point: every id it printed is on disk, intact."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from pathlib import Path
+        from kidecar_supervisor.storage.journal import Journal
+        j = Journal(Path({str(tmp_path / "j")!r}))
+        n = 0
+        while True:
+            entry_id = j.append({{"n": n, "pad": "x" * 4000}})
+            print(entry_id, flush=True)
+            n += 1
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    acknowledged: list[int] = []
+    deadline = time.monotonic() + 20
+    while len(acknowledged) < 50 and time.monotonic() < deadline:
+        acknowledged.append(int(proc.stdout.readline()))
+    os.kill(proc.pid, signal.SIGKILL)
+    rest = proc.stdout.read()
+    proc.wait()
+    acknowledged += [int(x) for x in rest.split()]
+    assert len(acknowledged) >= 50
+    entries = dict(Journal(tmp_path / "j").entries())
+    missing = [i for i in acknowledged if i not in entries]
+    assert not missing
+    assert all(e["pad"] == "x" * 4000 for e in entries.values())
+    assert not (tmp_path / "j" / "bad").exists()
