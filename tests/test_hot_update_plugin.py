@@ -1,0 +1,365 @@
+"""hot_update end to end in-process: real HTTP upstream, real game process, real signals.
+
+Every failure case checks the four things a platform engineer relies on: the
+status and message the caller gets, the previous file untouched, no temp file
+left in fileDir, and the failure recorded in the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from fake_game import FakeGame
+from hot_update_harness import (
+    PluginRun,
+    dir_listing,
+    request_config,
+    signal_config,
+    wait_until,
+)
+from upstream_server import UpstreamServer, free_port, pattern_sha256
+
+OLD = b"<h1>version 1</h1>\n"
+NEW = b"<h1>version 2</h1>\n"
+
+
+@pytest.fixture
+def upstream() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+@pytest.fixture
+def file_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "downloads"
+    path.mkdir()
+    (path / "index.html").write_bytes(OLD)
+    return path
+
+
+@pytest.fixture
+def game(tmp_path: Path, file_dir: Path) -> Iterator[FakeGame]:
+    proc = FakeGame(tmp_path, file_dir / "index.html")
+    yield proc
+    proc.stop()
+
+
+def signal_run(tmp_path: Path, file_dir: Path, game: FakeGame, **extra: Any) -> PluginRun:
+    """A plugin run (not started: use it as a context manager) reloading ``game``."""
+    return PluginRun(signal_config(file_dir, game.tag, **extra), tmp_path / "state")
+
+
+@pytest.fixture
+def run(tmp_path: Path, file_dir: Path, game: FakeGame) -> Iterator[PluginRun]:
+    plugin = signal_run(tmp_path, file_dir, game, downloadTimeoutSeconds=1,
+                              maxFileBytes=4096).start()
+    yield plugin
+    plugin.stop()
+
+
+def assert_clean_failure(run: PluginRun, before: dict[str, bytes], status: int,
+                         body: dict[str, Any], expected: int, fragment: str) -> None:
+    """The caller's status + message, previous file untouched, no temp file, failure recorded."""
+    assert status == expected, body
+    assert fragment in body["error"], body
+    assert dir_listing(Path(run.cfg.file_dir)) == before
+    last = run.results()[0]
+    assert last.success is False and fragment in last.message, last
+    assert body["recorded"] == "written"
+    snapshot = run.status()
+    assert snapshot["state"] == "failed" and fragment in snapshot["lastError"]["error"]
+
+
+# -- bad input: refused before anything happens -------------------------------------
+BAD_INPUT = [
+    ({}, "version is required"),
+    ({"url": "U/files/index.html"}, "version is required"),
+    ({"version": "2", "url": "U/files/index.html"}, "version '2' is malformed"),
+    ({"version": "v2.", "url": "U/files/index.html"}, "is malformed"),
+    ({"version": "v2-beta", "url": "U/files/index.html"}, "is malformed"),
+    ({"version": "v2"}, "url is required"),
+    ({"version": "v2", "url": ""}, "url is required"),
+    ({"version": "v2", "url": "ftp://127.0.0.1/index.html"}, "must be http:// or https://"),
+    ({"version": "v2", "url": "file:///etc/passwd"}, "file:// URLs are not allowed"),
+    ({"version": "v2", "url": "U/files/..%2F..%2Fetc%2Fpasswd"}, "contains a path separator"),
+    ({"version": "v2", "url": "U/files/"}, "ends with '/'"),
+    ({"version": "v2", "url": "U/files/.."}, "'..' is not a file name"),
+    ({"version": "v2", "url": "U/files/.bashrc"}, "hidden names"),
+    ({"version": "v2", "url": "U/files/%2Ehidden"}, "hidden names"),
+    ({"version": "v2", "url": "U/files/index.html", "sha256": "abc"}, "64 hexadecimal"),
+    ({"version": "v2", "url": "U/files/index.html", "sha": "abc"}, "unknown field(s) sha"),
+]
+
+
+@pytest.mark.parametrize("params, fragment", BAD_INPUT)
+def test_bad_input_is_refused_with_400(run: PluginRun, upstream: UpstreamServer,
+                                       file_dir: Path, game: FakeGame,
+                                       params: dict[str, str], fragment: str) -> None:
+    upstream.add_file("index.html", NEW)
+    base = upstream.url("").rstrip("/")
+    params = {k: v.replace("U/", base + "/") for k, v in params.items()}
+    before = dir_listing(file_dir)
+    status, body = run.call(params)
+    assert status == 400, body
+    assert fragment in body["error"], body
+    assert dir_listing(file_dir) == before
+    assert sum(upstream.hits.values()) == 0, "nothing may be downloaded for bad input"
+    assert run.results() == [], "a rejected request is not an update result"
+    reason, message, warning = run.events()[-1]
+    assert reason == "HotUpdateRejected" and fragment in message and warning == 1
+    assert game.report()["hups"] == 0
+
+
+# -- download failures: recorded, previous file untouched ------------------------------
+DOWNLOAD_FAILURES = [
+    ("status/404/index.html", {}, 502, "upstream answered 404"),
+    ("status/500/index.html", {}, 502, "upstream answered 500"),
+    ("stall/index.html?after=1000&length=3000", {}, 504, "stalled: no data for 1s"),
+    ("huge/index.html?size=5000&length=1", {}, 413, "more than maxFileBytes (4096)"),
+    ("huge/index.html?size=5000&length=0", {}, 413, "larger than maxFileBytes (4096 bytes)"),
+    ("files/index.html", {"sha256": "0" * 64}, 422, "sha256 mismatch"),
+    ("truncated/index.html?size=1000&length=3000", {}, 502, "broke before the whole file"),
+    ("loop/index.html", {}, 502, "redirected more than 10 times"),
+]
+
+
+@pytest.mark.parametrize("path, extra, expected, fragment", DOWNLOAD_FAILURES)
+def test_download_failure_leaves_previous_file(run: PluginRun, upstream: UpstreamServer,
+                                               file_dir: Path, game: FakeGame, path: str,
+                                               extra: dict[str, str], expected: int,
+                                               fragment: str) -> None:
+    upstream.add_file("index.html", NEW)
+    before = dir_listing(file_dir)
+    status, body = run.call({"version": "v2", "url": upstream.url(path), **extra})
+    assert_clean_failure(run, before, status, body, expected, fragment)
+    assert body["stage"] == "download" and body["version"] == "v2"
+    assert game.report()["hups"] == 0, "the game must not be reloaded after a failed download"
+    if expected == 502 and "answered" in fragment:
+        assert body["upstreamStatus"] == int(path.split("/")[1])
+
+
+def test_connection_refused_is_502(run: PluginRun, file_dir: Path, game: FakeGame) -> None:
+    before = dir_listing(file_dir)
+    status, body = run.call({"version": "v2",
+                             "url": f"http://127.0.0.1:{free_port()}/index.html"})
+    assert_clean_failure(run, before, status, body, 502, "connection refused")
+
+
+def test_process_not_found_is_424_and_downloads_nothing(tmp_path: Path, file_dir: Path,
+                                                        upstream: UpstreamServer) -> None:
+    url = upstream.add_file("index.html", NEW)
+    before = dir_listing(file_dir)
+    with PluginRun(signal_config(file_dir, "no-such-game-process-4b1d"), tmp_path / "s") as run:
+        status, body = run.call({"version": "v2", "url": url})
+        assert_clean_failure(run, before, status, body, 424, "process not found")
+        assert "shareProcessNamespace" in body["error"]
+    assert upstream.count("/files/index.html") == 0
+
+
+def test_never_signals_itself(tmp_path: Path, file_dir: Path, upstream: UpstreamServer) -> None:
+    """A processName matching this very process (and its parents) must not signal it."""
+    own = " ".join(psutil.Process().cmdline())
+    url = upstream.add_file("index.html", NEW)
+    with PluginRun(signal_config(file_dir, own), tmp_path / "s") as run:
+        status, body = run.call({"version": "v2", "url": url})
+    # SIGHUP would have killed this test process; being here is half the assertion
+    assert status == 424, body
+    assert (file_dir / "index.html").read_bytes() == OLD
+
+
+def test_disk_full_is_507(tmp_path: Path, upstream: UpstreamServer) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
+    game = None
+    try:
+        (small / "index.html").write_bytes(OLD)
+        game = FakeGame(tmp_path, small / "index.html")
+        url = upstream.url("huge/index.html?size=300000&length=0")
+        before = dir_listing(small)
+        with PluginRun(signal_config(small, game.tag), tmp_path / "state") as run:
+            status, body = run.call({"version": "v2", "url": url})
+            assert_clean_failure(run, before, status, body, 507, "disk of fileDir is full")
+        assert game.report()["hups"] == 0
+    finally:
+        if game is not None:
+            game.stop()
+        subprocess.run(["umount", str(small)], check=True)
+
+
+# -- success -----------------------------------------------------------------------
+def test_signal_update_reloads_the_game(run: PluginRun, upstream: UpstreamServer,
+                                        file_dir: Path, game: FakeGame) -> None:
+    url = upstream.add_file("index.html", NEW)
+    sha = hashlib.sha256(NEW).hexdigest()
+    status, body = run.call({"version": "v2", "url": url, "sha256": sha.upper()})
+    assert status == 200, body
+    assert body["status"] == "updated" and body["bytes"] == len(NEW) and body["sha256"] == sha
+    assert body["reloadDetails"]["pids"] == [game.proc.pid]
+    report = game.wait_for(lambda r: r["hups"] == 1)
+    assert report["content"] == NEW.decode()
+    assert (file_dir / "index.html").read_bytes() == NEW
+    assert sorted(p.name for p in file_dir.iterdir()) == [".kidecar-hot-update.json",
+                                                           "index.html"]
+    record = run.results()[0]
+    assert (record.version, record.url, record.success, record.sha256) == ("v2", url, True, sha)
+    snap = run.status()
+    assert (snap["version"], snap["url"], snap["state"], snap["file"]) == (
+        "v2", url, "idle", "index.html")
+    assert snap["history"][0]["version"] == "v2"
+    assert run.gauges["kidecar_hot_update_last_success"] == 1.0
+
+
+def test_repost_same_version_is_cheap(run: PluginRun, upstream: UpstreamServer,
+                                      game: FakeGame) -> None:
+    url = upstream.add_file("index.html", NEW)
+    assert run.call({"version": "v2", "url": url})[0] == 200
+    game.wait_for(lambda r: r["hups"] == 1)
+    status, body = run.call({"version": "v2", "url": url})
+    assert status == 200 and body["status"] == "unchanged", body
+    assert upstream.count("/files/index.html") == 1, "a re-post must not download again"
+    assert game.report()["hups"] == 1
+    assert len(run.results()) == 1
+    # the same version from another URL is a new update
+    other = upstream.add_file("v2/index.html", NEW)
+    assert run.call({"version": "v2", "url": other})[1]["status"] == "updated"
+
+
+def test_redirects_are_followed(run: PluginRun, upstream: UpstreamServer, file_dir: Path,
+                                game: FakeGame) -> None:
+    upstream.add_file("index.html", NEW)
+    status, body = run.call({"version": "v3",
+                             "url": upstream.url("redirect/3/files/index.html")})
+    assert status == 200, body
+    assert upstream.count("/files/index.html") == 1
+    assert (file_dir / "index.html").read_bytes() == NEW
+
+
+def test_second_update_while_one_runs_is_409(tmp_path: Path, file_dir: Path,
+                                             upstream: UpstreamServer, game: FakeGame) -> None:
+    size = 600_000
+    slow = upstream.url(f"slow/index.html?size={size}&rate=1000000")
+    with signal_run(tmp_path, file_dir, game) as run:
+        first: dict[str, Any] = {}
+        worker = threading.Thread(target=lambda: first.update(
+            zip(("status", "body"), run.call({"version": "v5", "url": slow}), strict=True)))
+        worker.start()
+        snap = wait_until(lambda: (s := run.status())["progress"] and
+                          s["progress"]["bytes"] > 0 and s, what="download progress")
+        assert snap["state"] == "downloading" and snap["progress"]["total"] == size
+        assert snap["running"]["version"] == "v5"
+        status, body = run.call({"version": "v6", "url": upstream.add_file("x.html", NEW)})
+        assert status == 409 and "already running (updating to v5)" in body["error"], body
+        assert (file_dir / "index.html").read_bytes() == OLD
+        assert upstream.count("/files/x.html") == 0
+        assert any(r == "HotUpdateRejected" and "409" in m for r, m, _ in run.events())
+        worker.join(30)
+        assert first["status"] == 200, first
+        assert (file_dir / "index.html").stat().st_size == size
+        assert [r.version for r in run.results()] == ["v5"]
+    game.wait_for(lambda r: r["hups"] == 1)
+
+
+def test_leftover_temp_files_are_removed_at_start(tmp_path: Path, file_dir: Path,
+                                                  game: FakeGame) -> None:
+    (file_dir / ".kidecar-tmp-abc123").write_bytes(b"partial")
+    with signal_run(tmp_path, file_dir, game):
+        assert sorted(p.name for p in file_dir.iterdir()) == ["index.html"]
+
+
+def test_interrupted_reload_puts_the_previous_file_back(tmp_path: Path, file_dir: Path,
+                                                        game: FakeGame) -> None:
+    """A crash between rename and reload leaves a backup; the next start restores it."""
+    (file_dir / ".kidecar-prev-index.html").write_bytes(OLD)
+    (file_dir / "index.html").write_bytes(NEW)
+    with signal_run(tmp_path, file_dir, game):
+        assert dir_listing(file_dir) == {"index.html": OLD}
+
+
+def test_status_reports_progress_of_a_large_download(tmp_path: Path, file_dir: Path,
+                                                     upstream: UpstreamServer,
+                                                     game: FakeGame) -> None:
+    size = 8 << 20
+    url = upstream.url(f"slow/big.bin?size={size}&rate=20000000")
+    with signal_run(tmp_path, file_dir, game) as run:
+        worker = threading.Thread(target=run.call, args=({"version": "v9", "url": url},))
+        worker.start()
+        seen = set()
+        while worker.is_alive():
+            progress = run.status()["progress"]
+            if progress and progress["bytes"]:
+                seen.add(progress["bytes"])
+                assert progress["total"] == size
+        worker.join()
+        assert len(seen) >= 3, seen
+        assert run.status()["version"] == "v9"
+    digest = hashlib.sha256((file_dir / "big.bin").read_bytes()).hexdigest()
+    assert digest == pattern_sha256(size)
+
+
+# -- request mode ------------------------------------------------------------------------
+def test_request_mode_retries_until_the_game_answers(tmp_path: Path, file_dir: Path,
+                                                     upstream: UpstreamServer) -> None:
+    upstream.reload_failures = 3
+    url = upstream.add_file("index.html", NEW)
+    cfg = request_config(file_dir, upstream.url("reload"))
+    with PluginRun(cfg, tmp_path / "s") as run:
+        status, body = run.call({"version": "v2", "url": url})
+    assert status == 200, body
+    assert upstream.reload_calls == 4
+    assert body["reloadDetails"]["attempts"] == 4
+    assert [a.get("status") for a in body["reloadDetails"]["history"]] == [500, 500, 500, 200]
+    assert "on attempt 4" in body["reload"]
+    assert ("POST", "/reload") in upstream.methods
+    assert (file_dir / "index.html").read_bytes() == NEW
+
+
+def test_request_mode_failing_until_deadline_puts_old_file_back(
+        tmp_path: Path, file_dir: Path, upstream: UpstreamServer) -> None:
+    upstream.reload_failures = 10_000
+    upstream.reload_status = 503
+    url = upstream.add_file("index.html", NEW)
+    before = dir_listing(file_dir)
+    cfg = request_config(file_dir, upstream.url("reload"), deadline=1.5)
+    with PluginRun(cfg, tmp_path / "s") as run:
+        status, body = run.call({"version": "v2", "url": url})
+        assert_clean_failure(run, before, status, body, 502, "answered 503, expected 2xx")
+        assert "previous file was put back" in body["error"]
+        assert body["attempts"] == upstream.reload_calls >= 3
+        assert body["stage"] == "reload"
+
+
+def test_request_mode_unreachable_game_is_424(tmp_path: Path, file_dir: Path,
+                                              upstream: UpstreamServer) -> None:
+    url = upstream.add_file("index.html", NEW)
+    before = dir_listing(file_dir)
+    cfg = request_config(file_dir, f"http://127.0.0.1:{free_port()}/reload", deadline=1.0)
+    with PluginRun(cfg, tmp_path / "s") as run:
+        status, body = run.call({"version": "v2", "url": url})
+        assert_clean_failure(run, before, status, body, 424, "never answered")
+
+
+def test_file_urls_with_local_storage(tmp_path: Path, file_dir: Path) -> None:
+    source = tmp_path / "src" / "my game.cfg"
+    source.parent.mkdir()
+    source.write_bytes(NEW)
+    cfg = request_config(file_dir, "http://127.0.0.1:1/reload", allowFileUrls=True)
+    cfg["loadPatchType"] = "signal"
+    game = FakeGame(tmp_path, file_dir / "my game.cfg")
+    try:
+        cfg["signal"] = {"processName": game.tag}
+        with PluginRun(cfg, tmp_path / "s") as run:
+            status, body = run.call({"version": "v2",
+                                     "url": "file://" + str(source).replace(" ", "%20")})
+        assert status == 200, body
+        assert (file_dir / "my game.cfg").read_bytes() == NEW
+        game.wait_for(lambda r: r["content"] == NEW.decode())
+    finally:
+        game.stop()

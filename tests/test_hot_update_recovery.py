@@ -1,0 +1,166 @@
+"""hot_update recovery from the Local store: re-apply before ready, pod first, then workload."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_game import FakeGame
+from hot_update_harness import PluginRun, dir_listing, signal_config, wait_until
+from upstream_server import UpstreamServer
+
+OLD = b"image default\n"
+NEW = b"hot update v2\n"
+
+
+@pytest.fixture
+def upstream() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+@pytest.fixture
+def file_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "downloads"
+    path.mkdir()
+    (path / "index.html").write_bytes(OLD)
+    return path
+
+
+@pytest.fixture
+def game(tmp_path: Path, file_dir: Path) -> Iterator[FakeGame]:
+    proc = FakeGame(tmp_path, file_dir / "index.html")
+    yield proc
+    proc.stop()
+
+
+def apply_v2(tmp_path: Path, file_dir: Path, game: FakeGame, url: str) -> None:
+    with PluginRun(signal_config(file_dir, game.tag), tmp_path / "state") as run:
+        status, body = run.call({"version": "v2", "url": url})
+        assert status == 200, body
+    game.wait_for(lambda r: r["hups"] == 1)
+
+
+def lose_the_file(file_dir: Path) -> None:
+    """A new container without the old emptyDir content: the image's default file only."""
+    for entry in file_dir.iterdir():
+        entry.unlink()
+    (file_dir / "index.html").write_bytes(OLD)
+
+
+def test_restart_reapplies_own_version_before_ready(tmp_path: Path, file_dir: Path,
+                                                    upstream: UpstreamServer,
+                                                    game: FakeGame) -> None:
+    url = upstream.add_file("index.html", NEW)
+    apply_v2(tmp_path, file_dir, game, url)
+    lose_the_file(file_dir)
+    run = PluginRun(signal_config(file_dir, game.tag), tmp_path / "state").start()
+    try:
+        # ready only after the restore: at this moment the file must already be v2
+        assert (file_dir / "index.html").read_bytes() == NEW
+        assert upstream.count("/files/index.html") == 2
+        game.wait_for(lambda r: r["hups"] == 2 and r["content"] == NEW.decode())
+        snap = run.status()
+        assert snap["version"] == "v2" and snap["state"] == "idle"
+        assert snap["restore"]["state"] == "applied" and snap["restore"]["scope"] == "pod"
+        assert [(r.version, r.success) for r in run.results()] == [("v2", True), ("v2", True)]
+        # the restored version counts as applied: a re-post is cheap
+        assert run.call({"version": "v2", "url": url})[1]["status"] == "unchanged"
+    finally:
+        run.stop()
+
+
+def test_restart_with_file_in_place_downloads_nothing(tmp_path: Path, file_dir: Path,
+                                                      upstream: UpstreamServer,
+                                                      game: FakeGame) -> None:
+    url = upstream.add_file("index.html", NEW)
+    apply_v2(tmp_path, file_dir, game, url)
+    with PluginRun(signal_config(file_dir, game.tag), tmp_path / "state") as run:
+        snap = run.status()
+        assert snap["version"] == "v2" and snap["restore"]["state"] == "in-place"
+        assert len(snap["history"]) == 1 and snap["history"][0]["version"] == "v2"
+    assert upstream.count("/files/index.html") == 1
+    assert game.report()["hups"] == 1
+
+
+def test_new_pod_of_same_workload_starts_on_newest_version(tmp_path: Path, file_dir: Path,
+                                                           upstream: UpstreamServer,
+                                                           game: FakeGame) -> None:
+    url = upstream.add_file("index.html", NEW)
+    apply_v2(tmp_path, file_dir, game, url)
+    lose_the_file(file_dir)
+    with PluginRun(signal_config(file_dir, game.tag), tmp_path / "state", pod="pod-b") as run:
+        assert (file_dir / "index.html").read_bytes() == NEW
+        snap = run.status()
+        assert snap["restore"]["scope"] == "workload" and snap["version"] == "v2"
+        assert run.store.latest_for_pod("hot_update").version == "v2"  # now its own record
+
+
+def test_other_workload_is_never_restored(tmp_path: Path, file_dir: Path,
+                                          upstream: UpstreamServer, game: FakeGame) -> None:
+    url = upstream.add_file("index.html", NEW)
+    apply_v2(tmp_path, file_dir, game, url)
+    lose_the_file(file_dir)
+    with PluginRun(signal_config(file_dir, game.tag), tmp_path / "state", pod="pod-x",
+                   workload="other-game") as run:
+        assert run.status()["restore"]["state"] == "nothing-recorded"
+        assert run.status()["version"] == ""
+    assert (file_dir / "index.html").read_bytes() == OLD
+    assert upstream.count("/files/index.html") == 1
+
+
+def test_restore_of_a_dead_url_gives_up_and_becomes_ready(tmp_path: Path, file_dir: Path,
+                                                          upstream: UpstreamServer,
+                                                          game: FakeGame) -> None:
+    url = upstream.add_file("index.html", NEW)
+    apply_v2(tmp_path, file_dir, game, url)
+    lose_the_file(file_dir)
+    del upstream.files["index.html"]  # the URL now answers 404
+    before = dir_listing(file_dir)
+    started = time.monotonic()
+    cfg = signal_config(file_dir, game.tag, restoreAttempts=2)
+    with PluginRun(cfg, tmp_path / "state") as run:
+        assert time.monotonic() - started < 15
+        snap = run.status()
+        assert snap["restore"]["state"] == "failed" and "404" in snap["restore"]["error"]
+        assert snap["state"] == "failed" and snap["version"] == ""
+        last = run.results()[0]
+        assert last.success is False and "restore after 2 attempt(s)" in last.message
+        assert dir_listing(file_dir) == before
+    assert upstream.count("/files/index.html") == 3  # 1 update + 2 restore attempts
+    assert game.report()["hups"] == 1
+
+
+def test_restore_when_game_not_started_yet_places_the_file(tmp_path: Path, file_dir: Path,
+                                                           upstream: UpstreamServer) -> None:
+    """The sidecar starts before the game: no process to signal is fine, it reads at start."""
+    url = upstream.add_file("index.html", NEW)
+    game = FakeGame(tmp_path, file_dir / "index.html")
+    try:
+        apply_v2(tmp_path, file_dir, game, url)
+    finally:
+        game.stop()
+    lose_the_file(file_dir)
+    with PluginRun(signal_config(file_dir, game.tag), tmp_path / "state") as run:
+        assert (file_dir / "index.html").read_bytes() == NEW
+        assert "not running yet" in run.status()["restore"]["reload"]
+
+
+def test_update_during_restore_is_409(tmp_path: Path, file_dir: Path,
+                                      upstream: UpstreamServer, game: FakeGame) -> None:
+    size = 400_000
+    slow = upstream.url(f"slow/index.html?size={size}&rate=400000")
+    apply_v2(tmp_path, file_dir, game, slow)
+    lose_the_file(file_dir)
+    run = PluginRun(signal_config(file_dir, game.tag), tmp_path / "state").start(wait_ready=False)
+    try:
+        wait_until(lambda: run.status()["state"] == "downloading", what="restore download")
+        assert not run.ready.is_set()
+        status, body = run.call({"version": "v3", "url": upstream.add_file("v3.html", NEW)})
+        assert status == 409 and "restoring v2" in body["error"], body
+        assert run.ready.wait(30)
+        assert (file_dir / "index.html").stat().st_size == size
+    finally:
+        run.stop()

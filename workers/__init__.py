@@ -1,0 +1,1 @@
+"""kidecar plugins (workers): each runs in its own process under the supervisor."""

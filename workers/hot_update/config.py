@@ -1,0 +1,191 @@
+"""The hot_update plugin's typed config (``plugins[i].config`` of hot_update).
+
+Accepts the seed documents as they are (``loadPatchType``, ``signal``,
+``request``, ``fileDir``, ``storageConfig``) and adds a few documented knobs
+that a platform engineer needs to keep a bad URL from hurting the pod:
+
+``maxFileBytes``            size cap of one download (int or ``512Mi``/``1Gi``; default 1Gi)
+``downloadTimeoutSeconds``  connect timeout and stall timeout: no byte for this long fails (30)
+``downloadDeadlineSeconds`` whole-download deadline, 0 = none (3600)
+``allowFileUrls``           accept ``file://`` URLs; only with ``storageConfig.type: Local`` (false)
+``restoreAttempts``         tries to re-apply the recorded version at start before giving up
+                            and becoming ready anyway with the error shown (3)
+``request.timeoutSeconds``  per-attempt timeout of the game's reload call (5)
+``request.deadlineSeconds`` keep retrying the reload call until 2xx or this deadline (30)
+``request.expectedStatus``  the one status that counts as success (default: any 2xx)
+
+Every problem is a ConfigError naming the field path, caught before start.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from kidecar_supervisor.config_reader import ConfigReader
+from kidecar_supervisor.storage.base import StorageConfig
+
+LOAD_PATCH_TYPES = ("signal", "request")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+DEFAULT_MAX_FILE_BYTES = 1 << 30
+
+_UNITS = {
+    "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+    "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40,
+}
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    """Reload by signalling every process whose command line contains ``process_name``."""
+
+    process_name: str
+    signal_number: int = int(signal.SIGHUP)
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signal_number).name
+
+    @classmethod
+    def parse(cls, reader: ConfigReader) -> SignalConfig:
+        process_name = reader.str("processName")
+        number = int(signal.SIGHUP)
+        if reader.has("signalName"):
+            number = parse_signal(reader.raw("signalName"), reader)
+        reader.reject_unknown()
+        return cls(process_name=process_name, signal_number=number)
+
+
+@dataclass(frozen=True)
+class RequestConfig:
+    """Reload by calling the game's HTTP endpoint, retrying until 2xx or a deadline."""
+
+    url: str
+    method: str = "GET"
+    timeout_seconds: float = 5.0
+    deadline_seconds: float = 30.0
+    expected_status: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def is_success(self, status: int) -> bool:
+        if self.expected_status is not None:
+            return status == self.expected_status
+        return 200 <= status < 300
+
+    @classmethod
+    def parse(cls, reader: ConfigReader) -> RequestConfig:
+        url = reader.str("url")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise reader.error("url", f"must be an http(s) URL, got {url!r}")
+        cfg = cls(
+            url=url,
+            method=reader.str("method", default="GET", choices=HTTP_METHODS).upper(),
+            timeout_seconds=reader.number(
+                "timeoutSeconds", "timeout", default=5.0, positive=True, maximum=3600
+            ),
+            deadline_seconds=reader.number(
+                "deadlineSeconds", default=30.0, positive=True, maximum=86400
+            ),
+            expected_status=reader.int(
+                "expectedStatus", "expectedStatusCode", default=None, minimum=100, maximum=599
+            ),
+            headers=tuple(sorted(reader.str_map("headers", default={}).items())),
+        )
+        reader.reject_unknown()
+        return cfg
+
+
+@dataclass(frozen=True)
+class HotUpdateConfig:
+    """Everything the hot_update plugin needs, validated."""
+
+    load_patch_type: str
+    file_dir: str
+    signal: SignalConfig | None = None
+    request: RequestConfig | None = None
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    download_timeout_seconds: float = 30.0
+    download_deadline_seconds: float = 3600.0
+    allow_file_urls: bool = False
+    restore_attempts: int = 3
+
+    @classmethod
+    def parse(cls, reader: ConfigReader) -> HotUpdateConfig:
+        kind = reader.str("loadPatchType", choices=LOAD_PATCH_TYPES).lower()
+        signal_reader = reader.child("signal")
+        request_reader = reader.child("request")
+        signal_cfg = SignalConfig.parse(signal_reader) if signal_reader else None
+        request_cfg = RequestConfig.parse(request_reader) if request_reader else None
+        if kind == "signal" and signal_cfg is None:
+            raise reader.error("signal", "is required when loadPatchType is signal "
+                               "(e.g. {processName: 'nginx: master process', signalName: SIGHUP})")
+        if kind == "request" and request_cfg is None:
+            raise reader.error("request", "is required when loadPatchType is request "
+                               "(e.g. {url: 'http://127.0.0.1:3000/reload', method: GET})")
+        storage_reader = reader.child("storageConfig")
+        storage = StorageConfig.parse(storage_reader) if storage_reader else StorageConfig()
+        file_dir = reader.str("fileDir")
+        if not file_dir.startswith("/"):
+            raise reader.error("fileDir", f"must be an absolute path, got {file_dir!r}")
+        allow_file_urls = reader.bool("allowFileUrls", default=False)
+        if allow_file_urls and storage.type != "Local":
+            raise reader.error("allowFileUrls", "is only allowed with storageConfig.type Local "
+                               f"(got {storage.type}): file:// URLs do not exist across pods")
+        cfg = cls(
+            load_patch_type=kind,
+            file_dir=file_dir,
+            signal=signal_cfg,
+            request=request_cfg,
+            storage=storage,
+            max_file_bytes=parse_size(reader, "maxFileBytes", DEFAULT_MAX_FILE_BYTES),
+            download_timeout_seconds=reader.number(
+                "downloadTimeoutSeconds", default=30.0, positive=True, maximum=3600
+            ),
+            download_deadline_seconds=reader.number(
+                "downloadDeadlineSeconds", default=3600.0, minimum=0, maximum=7 * 86400
+            ),
+            allow_file_urls=allow_file_urls,
+            restore_attempts=reader.int("restoreAttempts", default=3, minimum=1, maximum=100),
+        )
+        reader.reject_unknown()
+        return cfg
+
+
+def parse_signal(value: Any, reader: ConfigReader, name: str = "signalName") -> int:
+    """``SIGHUP``, ``HUP``, ``sighup`` or a number → the signal number; else a ConfigError."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return int(signal.Signals(value))
+        except ValueError:
+            raise reader.error(name, f"{value} is not a signal number") from None
+    if not isinstance(value, str) or not value.strip():
+        raise reader.error(name, f"must be a signal name like SIGHUP, got {value!r}")
+    text = value.strip().upper()
+    key = text if text.startswith("SIG") else "SIG" + text
+    try:
+        return int(signal.Signals[key])
+    except KeyError:
+        known = ", ".join(s.name for s in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2))
+        raise reader.error(name, f"unknown signal {value!r} (e.g. {known})") from None
+
+
+def parse_size(reader: ConfigReader, name: str, default: int) -> int:
+    """A byte count: an integer or a quantity like ``512Mi``, ``1Gi``, ``100M``."""
+    value = reader.raw(name, default=None)
+    if value is None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*([KMGTkmgt]i?)?\s*", str(value))
+        if isinstance(value, bool) or match is None:
+            raise reader.error(name, f"must be a byte count like 1073741824 or 1Gi, got {value!r}")
+        number = int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+    if number <= 0:
+        raise reader.error(name, f"must be greater than 0, got {value!r}")
+    return number

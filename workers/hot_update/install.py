@@ -1,0 +1,151 @@
+"""Putting a downloaded file into place atomically, and taking it back.
+
+``fileDir`` is the shared emptyDir the game reads. A new file replaces the old
+one with one ``rename`` (atomic on the same filesystem), after which the
+directory is fsynced so the rename survives a crash. Until the reload has
+succeeded the previous file is kept as a hidden hard link, so a failed reload
+can put it back: a failed update leaves the previous file as it was.
+
+A small hidden manifest (``.kidecar-hot-update.json``) records which version
+and URL the file in place came from, with its size and mtime, so a restarted
+sidecar can tell "already applied" from "must download again" without
+hashing the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from workers.hot_update.download import TEMP_PREFIX, remove_quietly
+
+log = logging.getLogger("kidecar.hot_update.install")
+
+BACKUP_PREFIX = ".kidecar-prev-"
+MANIFEST_NAME = ".kidecar-hot-update.json"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the file in place is: written only after a successful update."""
+
+    version: str
+    url: str
+    file_name: str
+    size: int
+    mtime_ns: int
+    sha256: str = ""
+
+
+class FileSlot:
+    """The files of one ``fileDir``: install, roll back, manifest, crash leftovers."""
+
+    def __init__(self, file_dir: Path) -> None:
+        self.dir = file_dir
+
+    def prepare(self) -> None:
+        """Create ``fileDir`` and undo what a crash mid-update left behind."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for entry in self.dir.iterdir():
+            if entry.name.startswith(TEMP_PREFIX):
+                log.info("removing a temp file left by an interrupted download: %s", entry)
+                remove_quietly(entry)
+            elif entry.name.startswith(BACKUP_PREFIX):
+                self._restore_backup(entry, self.dir / entry.name[len(BACKUP_PREFIX):])
+        self.sync_dir()
+
+    def _restore_backup(self, backup: Path, target: Path) -> None:
+        if target.exists() and os.path.samefile(backup, target):
+            remove_quietly(backup)  # the crash came before the rename: nothing changed
+            return
+        log.warning("an update was interrupted before its reload finished: "
+                    "putting the previous %s back", target)
+        os.replace(backup, target)
+
+    def target(self, file_name: str) -> Path:
+        return self.dir / file_name
+
+    def install(self, temp_path: Path, file_name: str) -> Installed:
+        """Rename ``temp_path`` onto ``file_name``, keeping the old file for a rollback."""
+        target = self.target(file_name)
+        backup = self.dir / (BACKUP_PREFIX + file_name)
+        remove_quietly(backup)
+        had_previous = True
+        try:
+            os.link(target, backup)
+        except FileNotFoundError:
+            had_previous = False
+        try:
+            mode = os.stat(target).st_mode & 0o7777 if had_previous else None
+            if mode is not None:
+                os.chmod(temp_path, mode)
+            os.replace(temp_path, target)
+        except BaseException:
+            remove_quietly(backup)
+            raise
+        self.sync_dir()
+        return Installed(self, target, backup if had_previous else None)
+
+    def read_manifest(self) -> Manifest | None:
+        try:
+            data = json.loads((self.dir / MANIFEST_NAME).read_text())
+            return Manifest(**data)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignoring an unreadable %s: %s", MANIFEST_NAME, exc)
+            return None
+
+    def write_manifest(self, version: str, url: str, file_name: str, sha256: str) -> Manifest:
+        info = os.stat(self.target(file_name))
+        manifest = Manifest(version=version, url=url, file_name=file_name, size=info.st_size,
+                            mtime_ns=info.st_mtime_ns, sha256=sha256)
+        temp = self.dir / (TEMP_PREFIX + "manifest")
+        with open(temp, "w") as out:
+            json.dump(asdict(manifest), out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, self.dir / MANIFEST_NAME)
+        self.sync_dir()
+        return manifest
+
+    def in_place(self, manifest: Manifest | None, version: str, url: str) -> bool:
+        """True when the manifest says ``version`` from ``url`` is the file in place, unchanged."""
+        if manifest is None or manifest.version != version or manifest.url != url:
+            return False
+        try:
+            info = os.stat(self.target(manifest.file_name))
+        except OSError:
+            return False
+        return info.st_size == manifest.size and info.st_mtime_ns == manifest.mtime_ns
+
+    def sync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class Installed:
+    """A file just put in place: ``commit`` drops the backup, ``rollback`` restores it."""
+
+    def __init__(self, slot: FileSlot, target: Path, backup: Path | None) -> None:
+        self.slot = slot
+        self.target = target
+        self.backup = backup
+
+    def commit(self) -> None:
+        if self.backup is not None:
+            remove_quietly(self.backup)
+
+    def rollback(self) -> None:
+        """Put the previous file back (or remove the new one if there was none)."""
+        if self.backup is not None:
+            os.replace(self.backup, self.target)
+        else:
+            remove_quietly(self.target)
+        self.slot.sync_dir()

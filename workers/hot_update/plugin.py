@@ -1,0 +1,383 @@
+"""The hot_update plugin: download a file on request, put it in place, reload the game.
+
+``handle("hot_update", {version, url, sha256?})`` runs one update end to end:
+validate (400) → one at a time (409) → already applied? (cheap 200) →
+download to a temp file (502/504/413/422/507) → atomic rename → reload by
+signal or HTTP (424/502, with the previous file put back) → record the result
+in the store, success or failure. ``handle("hot_update_status", {})`` is
+``GET /hot-update``.
+
+At start ``run`` re-applies what the store remembers before the plugin says it
+is ready: this pod's own latest version, or else the newest version its
+workload reached. A restore that keeps failing (e.g. the URL is gone) is
+retried ``restoreAttempts`` times, recorded as a failure, shown in
+``GET /hot-update`` under ``restore``, and the plugin becomes ready anyway: a
+pod stuck unready forever on a dead URL helps nobody, and the game still
+serves the file it has.
+
+Rejected requests (400 bad input, 409 already running) are not update
+attempts: they are not recorded as results (that would overwrite the pod's
+"which version, did it succeed" annotation with noise) but each is emitted as
+a warning event, so ``kubectl describe pod`` still shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from kidecar_supervisor.config_reader import ConfigReader
+from kidecar_supervisor.plugin_api import Plugin, PluginCallError, PluginContext
+from kidecar_supervisor.storage.base import ResultRecord, ResultStore
+from workers.hot_update.config import HotUpdateConfig
+from workers.hot_update.download import Downloaded, DownloadError, DownloadLimits, download
+from workers.hot_update.install import FileSlot
+from workers.hot_update.reload import (
+    GameNotRunning,
+    ReloadError,
+    ReloadOutcome,
+    find_processes,
+    not_found_message,
+    request_reload,
+    signal_reload,
+)
+from workers.hot_update.status import RELOADING, Applied, UpdateStatus
+from workers.hot_update.update_request import UpdateRequest, parse_update_request
+
+log = logging.getLogger("kidecar.hot_update")
+
+PLUGIN_NAME = "hot_update"
+
+
+class UpdateFailed(Exception):
+    """An accepted update failed at ``stage``; carries the caller's status and fields."""
+
+    def __init__(self, stage: str, status: int, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.status = status
+        self.message = message
+        self.fields = fields
+
+
+class HotUpdatePlugin(Plugin):
+    """Hot update of one file in the shared ``fileDir``, reloaded by signal or request."""
+
+    name: ClassVar[str] = PLUGIN_NAME
+    version: ClassVar[str] = "0.1.0"
+    config_type: ClassVar[type] = HotUpdateConfig
+    ready_on_start: ClassVar[bool] = False
+
+    # -- lifecycle ---------------------------------------------------------
+    def init(self, ctx: PluginContext) -> None:
+        super().init(ctx)
+        self.cfg = _as_config(ctx.config)
+        self.slot = FileSlot(Path(self.cfg.file_dir))
+        try:
+            self.slot.prepare()
+        except OSError as exc:
+            raise RuntimeError(f"hot_update: fileDir {self.cfg.file_dir} is not usable: "
+                               f"{exc.strerror or exc}") from exc
+        self.store: ResultStore = ctx.storage(self.cfg.storage)
+        self.updates = UpdateStatus()
+        self.limits = DownloadLimits(
+            max_bytes=self.cfg.max_file_bytes,
+            stall_timeout=self.cfg.download_timeout_seconds,
+            deadline=self.cfg.download_deadline_seconds,
+        )
+        self._busy = threading.Lock()
+        self._stopping = threading.Event()
+        self._adopt_manifest()
+
+    def run(self) -> None:
+        try:
+            self._restore()
+        except Exception as exc:  # never stay unready because of a bug in restore
+            log.exception("restoring the recorded hot update failed")
+            self.updates.set_restore(state="failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.ctx.set_ready(True)
+        while not self._stopping.is_set():
+            if self.ctx.stop_requested.wait(0.5):
+                break
+        self._stopping.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def status(self) -> dict[str, Any]:
+        return self.updates.brief()
+
+    def handle(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "hot_update":
+            return self.update(params)
+        if method == "hot_update_status":
+            return self.describe()
+        return super().handle(method, params)
+
+    # -- calls ---------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """``GET /hot-update``: applied version, state, progress, history, restore outcome."""
+        out = self.updates.snapshot()
+        out.update(loadPatchType=self.cfg.load_patch_type, fileDir=self.cfg.file_dir,
+                   maxFileBytes=self.cfg.max_file_bytes)
+        return out
+
+    def update(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``POST /hot-update``: one update end to end; PluginCallError on any failure."""
+        try:
+            request = parse_update_request(params, self.cfg.allow_file_urls)
+        except PluginCallError as err:
+            self._rejected(err, params)
+            raise
+        if not self._busy.acquire(blocking=False):
+            conflict = self._conflict()
+            self._rejected(conflict, params)
+            raise conflict
+        try:
+            if self._already_applied(request):
+                return self._unchanged(request)
+            return self._apply_or_raise(request)
+        finally:
+            self._busy.release()
+
+    def _conflict(self) -> PluginCallError:
+        running = self.updates.snapshot()["running"] or {}
+        what = "restoring" if running.get("restoring") else "updating to"
+        return PluginCallError(
+            409, f"an update is already running ({what} {running.get('version', '?')}); "
+            "retry when GET /hot-update shows state idle", running=running,
+        )
+
+    def _already_applied(self, request: UpdateRequest) -> bool:
+        applied = self.updates.applied
+        if applied is None or (applied.version, applied.url) != (request.version, request.url):
+            return False
+        if request.sha256 and applied.sha256 and request.sha256 != applied.sha256:
+            return False
+        return self.slot.in_place(self.slot.read_manifest(), request.version, request.url)
+
+    def _unchanged(self, request: UpdateRequest) -> dict[str, Any]:
+        log.info("version %s from %s is already applied: nothing to do", request.version,
+                 request.url)
+        return {"status": "unchanged", "version": request.version, "url": request.url,
+                "file": request.file_name,
+                "message": f"version {request.version} is already applied; nothing downloaded"}
+
+    def _apply_or_raise(self, request: UpdateRequest) -> dict[str, Any]:
+        try:
+            return self._apply(request, restoring=False)
+        except UpdateFailed as failure:
+            recorded = self._record_failure(request, failure.stage, failure.message)
+            raise PluginCallError(
+                failure.status, failure.message, stage=failure.stage, version=request.version,
+                url=request.url, recorded=recorded, **failure.fields,
+            ) from None
+
+    # -- one update ------------------------------------------------------------
+    def _apply(self, request: UpdateRequest, restoring: bool) -> dict[str, Any]:
+        """Download, install, reload, record success; raise UpdateFailed (nothing recorded)."""
+        started = time.monotonic()
+        progress = self.updates.start(request.version, request.url, restoring)
+        log.info("%s version %s from %s", "restoring" if restoring else "updating to",
+                 request.version, request.url)
+        try:
+            if not restoring:
+                self._preflight()
+            fetched = self._download(request, progress)
+            outcome = self._install_and_reload(request, fetched, restoring)
+        except UpdateFailed as failure:
+            self.updates.failed(None, {"error": failure.message, "stage": failure.stage,
+                                       "status": failure.status, "version": request.version,
+                                       "url": request.url, "at": time.time()})
+            self._gauges(False, time.monotonic() - started)
+            raise
+        return self._succeeded(request, fetched, outcome, time.monotonic() - started)
+
+    def _preflight(self) -> None:
+        """Signal mode: refuse before downloading when there is no process to reload."""
+        signal_cfg = self.cfg.signal
+        if self.cfg.load_patch_type == "signal" and signal_cfg is not None:
+            if not find_processes(signal_cfg.process_name):
+                raise UpdateFailed("reload", 424, not_found_message(signal_cfg))
+
+    def _download(self, request: UpdateRequest, progress: Any) -> Downloaded:
+        try:
+            return download(request.url, self.slot.dir, self.limits, request.sha256,
+                            progress=progress, cancel=self._stopping)
+        except DownloadError as err:
+            raise UpdateFailed("download", err.status, err.message, **err.fields) from None
+
+    def _install_and_reload(self, request: UpdateRequest, fetched: Downloaded,
+                            restoring: bool) -> ReloadOutcome:
+        self.updates.set_state(RELOADING)
+        try:
+            installed = self.slot.install(fetched.temp_path, request.file_name)
+        except OSError as exc:
+            raise UpdateFailed("install", 500, f"cannot put {request.file_name} into place: "
+                               f"{exc.strerror or exc}") from None
+        try:
+            outcome = self._reload(restoring)
+        except ReloadError as err:
+            installed.rollback()
+            raise UpdateFailed("reload", err.status, f"{err.message}; the previous file was "
+                               "put back", **err.fields) from None
+        installed.commit()
+        return outcome
+
+    def _reload(self, restoring: bool) -> ReloadOutcome:
+        try:
+            if self.cfg.load_patch_type == "request" and self.cfg.request is not None:
+                return request_reload(self.cfg.request, self._stopping)
+            assert self.cfg.signal is not None
+            return signal_reload(self.cfg.signal)
+        except GameNotRunning as err:
+            if not restoring:
+                raise
+            # the game has not started yet (sidecar starts first): it reads the file at start
+            return ReloadOutcome(f"file in place; the game is not running yet ({err.message})")
+
+    def _succeeded(self, request: UpdateRequest, fetched: Downloaded, outcome: ReloadOutcome,
+                   seconds: float) -> dict[str, Any]:
+        sha256 = fetched.sha256 or request.sha256
+        self.slot.write_manifest(request.version, request.url, request.file_name, sha256)
+        message = f"applied {request.file_name} ({fetched.size} bytes); {outcome.message}"
+        record = ResultRecord(plugin=PLUGIN_NAME, version=request.version, url=request.url,
+                              success=True, message=message, sha256=sha256)
+        recorded = self._record(record)
+        self.updates.succeeded(
+            Applied(request.version, request.url, request.file_name, sha256, time.time()), record
+        )
+        self._gauges(True, seconds)
+        log.info("hot update to %s done in %.3fs: %s", request.version, seconds, message)
+        return {"status": "updated", "version": request.version, "url": request.url,
+                "file": request.file_name, "bytes": fetched.size, "sha256": sha256,
+                "reload": outcome.message, "reloadDetails": outcome.details,
+                "durationMs": round(seconds * 1000, 1), "recorded": recorded}
+
+    # -- recording ---------------------------------------------------------------
+    def _record_failure(self, request: UpdateRequest, stage: str, message: str) -> str:
+        record = ResultRecord(plugin=PLUGIN_NAME, version=request.version, url=request.url,
+                              success=False, message=f"{stage} failed: {message}",
+                              sha256=request.sha256)
+        log.warning("hot update to %s failed (%s): %s", request.version, stage, message)
+        recorded = self._record(record)
+        self.updates.failed(record, {**(self.updates.snapshot()["lastError"] or {}),
+                                     "recorded": recorded})
+        return recorded
+
+    def _record(self, record: ResultRecord) -> str:
+        """Store the result; a store failure is logged, never turns success into failure."""
+        try:
+            return self.store.record_result(record)
+        except Exception as exc:
+            log.error("cannot record the hot update result for %s: %s", record.version, exc)
+            return f"not recorded: {exc}"
+
+    def _rejected(self, err: PluginCallError, params: Any) -> None:
+        version = params.get("version") if isinstance(params, dict) else None
+        log.warning("hot update request rejected (%s): %s", err.status, err.message)
+        try:
+            self.store.emit_event("HotUpdateRejected",
+                                  f"hot update request (version {version!r}) rejected with "
+                                  f"{err.status}: {err.message}", warning=True)
+        except Exception as exc:
+            log.error("cannot emit the rejection event: %s", exc)
+
+    def _gauges(self, success: bool, seconds: float) -> None:
+        self.ctx.set_gauge("kidecar_hot_update_last_success", 1.0 if success else 0.0)
+        self.ctx.set_gauge("kidecar_hot_update_last_duration_seconds", round(seconds, 6))
+
+    # -- restore at start -------------------------------------------------------------
+    def _adopt_manifest(self) -> None:
+        """What is on disk now: the file a previous run of this sidecar put in place."""
+        manifest = self.slot.read_manifest()
+        if manifest and self.slot.in_place(manifest, manifest.version, manifest.url):
+            self.updates.set_applied(Applied(manifest.version, manifest.url, manifest.file_name,
+                                             manifest.sha256, 0.0))
+
+    def _restore(self) -> None:
+        """Re-apply the recorded version before becoming ready (see the module docstring)."""
+        self._seed_history()
+        error = ""
+        for attempt in range(1, self.cfg.restore_attempts + 1):
+            if self._stopping.is_set() or self.ctx.stop_requested.is_set():
+                return
+            done, error = self._restore_once(attempt)
+            if done:
+                return
+            delay = min(10.0, 2.0 ** (attempt - 1))
+            if attempt < self.cfg.restore_attempts and self.ctx.stop_requested.wait(delay):
+                return
+        log.error("giving up restoring the recorded hot update after %d attempt(s): %s; "
+                  "becoming ready with the file that is in place", self.cfg.restore_attempts,
+                  error)
+        self.updates.set_restore(state="failed", error=error,
+                                 attempts=self.cfg.restore_attempts)
+
+    def _restore_once(self, attempt: int) -> tuple[bool, str]:
+        """One restore attempt: (finished, error)."""
+        try:
+            record, scope = self._recorded_target()
+        except Exception as exc:
+            log.warning("restore attempt %d: cannot read the result store: %s", attempt, exc)
+            return False, f"cannot read the result store: {exc}"
+        if record is None:
+            self.updates.set_restore(state="nothing-recorded")
+            return True, ""
+        try:
+            request = parse_update_request(
+                {"version": record.version, "url": record.url, "sha256": record.sha256 or None},
+                self.cfg.allow_file_urls,
+            )
+        except PluginCallError as err:
+            self._restore_gave_up(record, f"the recorded update is not valid here: {err.message}")
+            return True, err.message
+        if self.slot.in_place(self.slot.read_manifest(), request.version, request.url):
+            self.updates.set_applied(Applied(request.version, request.url, request.file_name,
+                                             record.sha256, record.timestamp))
+            self.updates.set_restore(state="in-place", version=request.version, scope=scope)
+            log.info("recorded version %s (%s) is already in place", request.version, scope)
+            return True, ""
+        with self._busy:
+            try:
+                result = self._apply(request, restoring=True)
+            except UpdateFailed as failure:
+                log.warning("restore attempt %d of %s failed (%s): %s", attempt,
+                            request.version, failure.stage, failure.message)
+                if attempt >= self.cfg.restore_attempts:
+                    self._record_failure(request, failure.stage,
+                                         f"restore after {attempt} attempt(s): {failure.message}")
+                return False, failure.message
+        self.updates.set_restore(state="applied", version=request.version, scope=scope,
+                                 attempts=attempt, reload=result["reload"])
+        return True, ""
+
+    def _restore_gave_up(self, record: ResultRecord, error: str) -> None:
+        log.error("cannot restore version %s: %s", record.version, error)
+        self.updates.set_restore(state="failed", version=record.version, error=error)
+
+    def _recorded_target(self) -> tuple[ResultRecord | None, str]:
+        """This pod's own latest version, else the newest of its workload."""
+        own = self.store.latest_for_pod(PLUGIN_NAME)
+        if own is not None:
+            return own, "pod"
+        return self.store.latest_for_workload(PLUGIN_NAME), "workload"
+
+    def _seed_history(self) -> None:
+        history = getattr(self.store, "history", None)
+        if history is None:
+            return
+        try:
+            self.updates.seed_history(list(history(PLUGIN_NAME, 20)))
+        except Exception as exc:  # the store may not keep a history: fine
+            log.debug("no history from the store: %s", exc)
+
+
+def _as_config(config: Any) -> HotUpdateConfig:
+    if isinstance(config, HotUpdateConfig):
+        return config
+    return HotUpdateConfig.parse(ConfigReader(config, "config"))

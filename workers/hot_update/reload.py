@@ -1,0 +1,174 @@
+"""Making the game load the new file: a signal to its processes, or an HTTP call.
+
+``signal`` mode needs ``shareProcessNamespace: true`` so the sidecar sees the
+game's processes; it signals every process whose command line contains
+``processName``, never this process or one of its ancestors (a processName
+that happens to match the sidecar's own command line must not kill it).
+``request`` mode calls the game's reload URL until it answers 2xx (or the
+configured ``expectedStatus``) or the deadline passes, with backoff.
+
+Status codes: 424 (Failed Dependency) when the game is not there at all: no
+matching process, or a reload URL that never accepted a connection. 502 when
+the game answered the reload call with a failure until the deadline. 500 when
+the signal could not be sent (e.g. permission denied).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+import requests
+
+from workers.hot_update.config import RequestConfig, SignalConfig
+
+log = logging.getLogger("kidecar.hot_update.reload")
+
+#: how many reload attempts are reported back (the count is always exact)
+REPORTED_ATTEMPTS = 10
+
+
+class ReloadError(Exception):
+    """The reload failed; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields
+
+
+class GameNotRunning(ReloadError):
+    """Nothing to reload: no matching process / the reload URL never connected."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(424, message, **fields)
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def find_processes(process_name: str) -> list[psutil.Process]:
+    """Live processes whose command line contains ``process_name``, minus us and our ancestors."""
+    me = psutil.Process()
+    excluded = {me.pid, *(p.pid for p in _parents(me))}
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        info = proc.info
+        if info["pid"] in excluded or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmdline = " ".join(info["cmdline"] or ())
+        if process_name in cmdline:
+            found.append(proc)
+    return found
+
+
+def _parents(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.parents()
+    except psutil.Error:
+        return []
+
+
+def signal_reload(cfg: SignalConfig) -> ReloadOutcome:
+    """Send the configured signal to every matching process; raise ReloadError if none got it."""
+    targets = find_processes(cfg.process_name)
+    signalled: list[int] = []
+    refused: dict[int, str] = {}
+    for proc in targets:
+        try:
+            os.kill(proc.pid, cfg.signal_number)
+            signalled.append(proc.pid)
+        except ProcessLookupError:
+            continue
+        except PermissionError as exc:
+            refused[proc.pid] = exc.strerror or str(exc)
+    if not signalled and refused:
+        raise ReloadError(500, f"cannot send {cfg.signal_name} to the game process(es): "
+                          f"{refused}", pids=sorted(refused))
+    if not signalled:
+        raise GameNotRunning(not_found_message(cfg))
+    log.info("sent %s to %s (processName %r)", cfg.signal_name, signalled, cfg.process_name)
+    return ReloadOutcome(f"sent {cfg.signal_name} to pid(s) {', '.join(map(str, signalled))}",
+                         {"pids": signalled, "signal": cfg.signal_name})
+
+
+def not_found_message(cfg: SignalConfig) -> str:
+    return (f"process not found: no process's command line contains {cfg.process_name!r} "
+            "(is the game running, and does the pod set shareProcessNamespace: true?)")
+
+
+def request_reload(cfg: RequestConfig, cancel: threading.Event | None = None) -> ReloadOutcome:
+    """Call the reload URL until success or ``deadlineSeconds``; raise ReloadError otherwise."""
+    cancel = cancel if cancel is not None else threading.Event()
+    started = time.monotonic()
+    deadline = started + cfg.deadline_seconds
+    attempts: list[dict[str, Any]] = []
+    delay = 0.2
+    connected = False
+    while True:
+        remaining = deadline - time.monotonic()
+        attempt = _attempt(cfg, max(0.05, min(cfg.timeout_seconds, remaining)))
+        attempt["attempt"] = len(attempts) + 1
+        attempts.append(attempt)
+        connected = connected or "status" in attempt
+        if "status" in attempt and cfg.is_success(attempt["status"]):
+            return ReloadOutcome(
+                f"{cfg.method} {cfg.url} answered {attempt['status']} "
+                f"on attempt {len(attempts)}",
+                {"attempts": len(attempts), "history": attempts[-REPORTED_ATTEMPTS:]},
+            )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or cancel.wait(min(delay, remaining)):
+            break
+        delay = min(delay * 2, 5.0)
+    raise _request_failure(cfg, attempts, connected, time.monotonic() - started)
+
+
+def _attempt(cfg: RequestConfig, timeout: float) -> dict[str, Any]:
+    begun = time.monotonic()
+    try:
+        response = requests.request(cfg.method, cfg.url, timeout=timeout,
+                                    headers=dict(cfg.headers), allow_redirects=False)
+        response.close()
+        outcome: dict[str, Any] = {"status": response.status_code}
+    except requests.RequestException as exc:
+        outcome = {"error": _short_error(exc)}
+    outcome["ms"] = round((time.monotonic() - begun) * 1000, 1)
+    return outcome
+
+
+def _short_error(exc: requests.RequestException) -> str:
+    text = str(exc)
+    if "refused" in text.lower():
+        return "connection refused"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _request_failure(cfg: RequestConfig, attempts: list[dict[str, Any]], connected: bool,
+                     elapsed: float) -> ReloadError:
+    last = attempts[-1]
+    fields = {"attempts": len(attempts), "history": attempts[-REPORTED_ATTEMPTS:]}
+    summary = f"{len(attempts)} attempt(s) in {elapsed:.1f}s"
+    if not connected:
+        return GameNotRunning(
+            f"reload failed: {cfg.method} {cfg.url} never answered ({last.get('error')}; "
+            f"{summary}); is the game running?", **fields,
+        )
+    wanted = cfg.expected_status if cfg.expected_status is not None else "2xx"
+    outcome = f"answered {last['status']}" if "status" in last else last.get("error")
+    return ReloadError(
+        502, f"reload failed: {cfg.method} {cfg.url} {outcome}, expected {wanted} "
+        f"({summary}, deadlineSeconds {cfg.deadline_seconds:g})",
+        lastStatus=last.get("status"), **fields,
+    )

@@ -1,0 +1,123 @@
+"""Validation of one ``POST /hot-update`` (version, url, optional sha256).
+
+Everything a caller can get wrong is refused here, before any byte is
+downloaded or any file touched, with a 400 that says what to send instead.
+The file name comes from the URL path's last segment, percent-decoded, so a
+URL like ``.../..%2F..%2Fetc%2Fpasswd`` can never write outside ``fileDir``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from kidecar_supervisor.plugin_api import PluginCallError
+
+VERSION_PATTERN = re.compile(r"v\d+(\.\d+)*")
+SHA256_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
+KNOWN_PARAMS = ("version", "url", "sha256")
+MAX_NAME_BYTES = 255
+MAX_URL_CHARS = 8192
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """A validated hot-update request."""
+
+    version: str
+    url: str
+    file_name: str
+    sha256: str = ""
+
+    @property
+    def is_file_url(self) -> bool:
+        return self.url.lower().startswith("file:")
+
+
+def parse_update_request(params: Any, allow_file_urls: bool) -> UpdateRequest:
+    """Check ``params`` (form or JSON fields) and return the request, or raise a 400."""
+    if not isinstance(params, dict):
+        raise PluginCallError(400, "expected the fields version and url (form or JSON object)")
+    unknown = sorted(str(k) for k, v in params.items() if k not in KNOWN_PARAMS and v is not None)
+    if unknown:
+        raise PluginCallError(
+            400, f"unknown field(s) {', '.join(unknown)}; accepted: {', '.join(KNOWN_PARAMS)}"
+        )
+    version = _text(params, "version", "e.g. version=v2")
+    if not VERSION_PATTERN.fullmatch(version):
+        raise PluginCallError(
+            400, f"version {version!r} is malformed: it must look like v2 or v1.2.3 "
+            r"(pattern ^v\d+(\.\d+)*$)", field="version",
+        )
+    url = _text(params, "url", "e.g. url=https://example.com/files/index.html")
+    file_name = _file_name(url, allow_file_urls)
+    sha256 = params.get("sha256") or ""
+    if sha256:
+        if not isinstance(sha256, str) or not SHA256_PATTERN.fullmatch(sha256.strip()):
+            raise PluginCallError(
+                400, "sha256 must be 64 hexadecimal characters (the file's SHA-256 digest)",
+                field="sha256",
+            )
+        sha256 = sha256.strip().lower()
+    return UpdateRequest(version=version, url=url, file_name=file_name, sha256=sha256)
+
+
+def _text(params: dict[str, Any], name: str, example: str) -> str:
+    value = params.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise PluginCallError(400, f"{name} is required ({example})", field=name)
+    if not isinstance(value, str):
+        raise PluginCallError(400, f"{name} must be a string, got {type(value).__name__}",
+                              field=name)
+    return value.strip()
+
+
+def _file_name(url: str, allow_file_urls: bool) -> str:
+    """The URL path's basename, percent-decoded, refused if it could escape or hide."""
+    if len(url) > MAX_URL_CHARS:
+        raise PluginCallError(400, f"url is longer than {MAX_URL_CHARS} characters", field="url")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise PluginCallError(400, f"url {url!r} is not a valid URL: {exc}", field="url") from None
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        if not allow_file_urls:
+            raise PluginCallError(
+                400, "file:// URLs are not allowed (only with storageConfig.type Local and "
+                "allowFileUrls: true); use an http(s) URL", field="url",
+            )
+    elif scheme not in ("http", "https"):
+        raise PluginCallError(
+            400, f"url must be http:// or https://, got {scheme + '://' if scheme else url!r}",
+            field="url",
+        )
+    elif not parts.hostname:
+        raise PluginCallError(400, f"url {url!r} has no host", field="url")
+    raw_name = parts.path.rsplit("/", 1)[-1]
+    name = unquote(raw_name)
+    problem = _name_problem(name)
+    if problem:
+        raise PluginCallError(
+            400, f"url must end in a plain file name (the name the file gets in fileDir): "
+            f"{problem}", field="url", fileName=name,
+        )
+    return name
+
+
+def _name_problem(name: str) -> str:
+    if not name:
+        return "the URL path is empty or ends with '/'"
+    if name in (".", ".."):
+        return f"{name!r} is not a file name"
+    if "/" in name or "\\" in name or "\x00" in name:
+        return f"the decoded name {name!r} contains a path separator or NUL"
+    if name.startswith("."):
+        return f"hidden names like {name!r} are refused"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        return f"the name is longer than {MAX_NAME_BYTES} bytes"
+    if any(ord(c) < 32 for c in name):
+        return "the name contains control characters"
+    return ""
