@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -363,3 +364,49 @@ def test_file_urls_with_local_storage(tmp_path: Path, file_dir: Path) -> None:
         game.wait_for(lambda r: r["content"] == NEW.decode())
     finally:
         game.stop()
+
+
+def test_stop_lets_a_running_update_finish(tmp_path: Path, file_dir: Path,
+                                           upstream: UpstreamServer, game: FakeGame) -> None:
+    """SIGTERM: the caller of an in-flight update still gets its answer (within the grace)."""
+    slow = upstream.url("slow/index.html?size=300000&rate=600000")
+    with signal_run(tmp_path, file_dir, game) as run:
+        result: dict[str, Any] = {}
+        worker = threading.Thread(target=lambda: result.update(
+            zip(("status", "body"), run.call({"version": "v7", "url": slow}), strict=True)))
+        worker.start()
+        wait_until(lambda: run.status()["state"] == "downloading", what="download start")
+        run.ctx.stop_requested.set()
+        run.plugin.stop()
+        run.thread.join(5)
+        assert not run.thread.is_alive(), "run() must return promptly on stop"
+        worker.join(30)
+        assert result["status"] == 200, result
+    assert (file_dir / "index.html").stat().st_size == 300000
+
+
+_MEMORY_PROBE = """
+import resource, sys
+from pathlib import Path
+from workers.hot_update.download import DownloadLimits, download
+limits = DownloadLimits(max_bytes=1 << 31, stall_timeout=10)
+warm = download(sys.argv[1], Path(sys.argv[3]), limits)  # imports, pools, first buffers
+warm.temp_path.unlink()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+big = download(sys.argv[2], Path(sys.argv[3]), limits, expected_sha256=sys.argv[4])
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(big.size, (after - before) // 1024)
+"""
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_whatever_the_size(tmp_path: Path, upstream: UpstreamServer) -> None:
+    size = 256 << 20
+    small = upstream.url("huge/warm.bin?size=1048576")
+    big = upstream.url(f"huge/big.bin?size={size}&length=0")
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, small, big, str(tmp_path),
+                          pattern_sha256(size)], capture_output=True, text=True, check=True,
+                         timeout=300)
+    downloaded, growth_mib = map(int, out.stdout.split())
+    assert downloaded == size
+    assert growth_mib <= 8, f"peak RSS grew by {growth_mib} MiB for a {size >> 20} MiB download"

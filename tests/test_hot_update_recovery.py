@@ -164,3 +164,16 @@ def test_update_during_restore_is_409(tmp_path: Path, file_dir: Path,
         assert (file_dir / "index.html").stat().st_size == size
     finally:
         run.stop()
+
+
+def test_stop_during_restore_aborts_it(tmp_path: Path, file_dir: Path,
+                                       upstream: UpstreamServer, game: FakeGame) -> None:
+    apply_v2(tmp_path, file_dir, game, upstream.add_file("index.html", NEW * 100_000))
+    lose_the_file(file_dir)
+    upstream.throttle = 200_000  # the restore would take 7 s
+    run = PluginRun(signal_config(file_dir, game.tag), tmp_path / "state").start(wait_ready=False)
+    wait_until(lambda: run.status()["state"] == "downloading", what="restore download")
+    started = time.monotonic()
+    run.stop()
+    assert time.monotonic() - started < 3
+    assert dir_listing(file_dir) == {"index.html": OLD}

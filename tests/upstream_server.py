@@ -3,7 +3,8 @@
 One server, many behaviours chosen by the path, so a test can point a hot
 update at exactly the misbehaviour it wants:
 
-``/files/<name>``                       a registered file (``add_file``), 404 if unknown
+``/files/<name>``                       a registered file (``add_file``), 404 if unknown;
+                                        paced at ``throttle`` bytes/s when that is set
 ``/status/<code>/<name>``               answers ``<code>`` with a short body
 ``/stall/<name>?after=N&length=L``      announces L bytes, sends N, then goes silent
 ``/slow/<name>?size=N&rate=BPS``        N pattern bytes at BPS bytes per second
@@ -58,6 +59,7 @@ class UpstreamServer:
         self.reload_failures = 0
         self.reload_status = 500
         self.reload_calls = 0
+        self.throttle = 0.0  # bytes per second for /files/, 0 = full speed
         self.closing = threading.Event()
         self._lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
@@ -149,6 +151,10 @@ class _Handler(BaseHTTPRequestHandler):
             data = up.files.get("/".join(seg[1:]))
             if data is None:
                 return self._simple(404, b"no such file\n")
+            if up.throttle:
+                chunk = max(1, min(65536, int(up.throttle / 20)))
+                pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+                return self._body(200, pieces, len(data), pace=chunk / up.throttle)
             return self._body(200, [data], len(data))
         if kind == "status":
             return self._simple(int(seg[1]), f"status {seg[1]}\n".encode())

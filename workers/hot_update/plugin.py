@@ -106,6 +106,12 @@ class HotUpdatePlugin(Plugin):
         self._stopping.set()
 
     def stop(self) -> None:
+        """Abort a restore in progress; an update a caller waits for is left to finish.
+
+        The plugin runtime lets in-flight calls finish within the stop grace
+        (the caller gets its answer); if the grace runs out the process ends
+        and the next start removes the temp file it leaves.
+        """
         self._stopping.set()
 
     def status(self) -> dict[str, Any]:
@@ -180,6 +186,7 @@ class HotUpdatePlugin(Plugin):
     # -- one update ------------------------------------------------------------
     def _apply(self, request: UpdateRequest, restoring: bool) -> dict[str, Any]:
         """Download, install, reload, record success; raise UpdateFailed (nothing recorded)."""
+        cancel = self._stopping if restoring else threading.Event()
         started = time.monotonic()
         progress = self.updates.start(request.version, request.url, restoring)
         log.info("%s version %s from %s", "restoring" if restoring else "updating to",
@@ -187,8 +194,8 @@ class HotUpdatePlugin(Plugin):
         try:
             if not restoring:
                 self._preflight()
-            fetched = self._download(request, progress)
-            outcome = self._install_and_reload(request, fetched, restoring)
+            fetched = self._download(request, progress, cancel)
+            outcome = self._install_and_reload(request, fetched, restoring, cancel)
         except UpdateFailed as failure:
             self.updates.failed(None, {"error": failure.message, "stage": failure.stage,
                                        "status": failure.status, "version": request.version,
@@ -204,15 +211,16 @@ class HotUpdatePlugin(Plugin):
             if not find_processes(signal_cfg.process_name):
                 raise UpdateFailed("reload", 424, not_found_message(signal_cfg))
 
-    def _download(self, request: UpdateRequest, progress: Any) -> Downloaded:
+    def _download(self, request: UpdateRequest, progress: Any,
+                  cancel: threading.Event) -> Downloaded:
         try:
             return download(request.url, self.slot.dir, self.limits, request.sha256,
-                            progress=progress, cancel=self._stopping)
+                            progress=progress, cancel=cancel)
         except DownloadError as err:
             raise UpdateFailed("download", err.status, err.message, **err.fields) from None
 
     def _install_and_reload(self, request: UpdateRequest, fetched: Downloaded,
-                            restoring: bool) -> ReloadOutcome:
+                            restoring: bool, cancel: threading.Event) -> ReloadOutcome:
         self.updates.set_state(RELOADING)
         try:
             installed = self.slot.install(fetched.temp_path, request.file_name)
@@ -220,7 +228,7 @@ class HotUpdatePlugin(Plugin):
             raise UpdateFailed("install", 500, f"cannot put {request.file_name} into place: "
                                f"{exc.strerror or exc}") from None
         try:
-            outcome = self._reload(restoring)
+            outcome = self._reload(restoring, cancel)
         except ReloadError as err:
             installed.rollback()
             raise UpdateFailed("reload", err.status, f"{err.message}; the previous file was "
@@ -228,10 +236,10 @@ class HotUpdatePlugin(Plugin):
         installed.commit()
         return outcome
 
-    def _reload(self, restoring: bool) -> ReloadOutcome:
+    def _reload(self, restoring: bool, cancel: threading.Event) -> ReloadOutcome:
         try:
             if self.cfg.load_patch_type == "request" and self.cfg.request is not None:
-                return request_reload(self.cfg.request, self._stopping)
+                return request_reload(self.cfg.request, cancel)
             assert self.cfg.signal is not None
             return signal_reload(self.cfg.signal)
         except GameNotRunning as err:

@@ -1,0 +1,314 @@
+"""hot_update cost, through a running sidecar (``kidecar run``), against curl.
+
+(i)   POST /hot-update → 200 latency for a 1 MiB file, signal mode, Local
+      storage; the floor is ``curl -o FILE URL && kill -HUP PID`` run the same
+      number of times in the same run (same upstream, same disk, same game).
+(ii)  download throughput of a 1 GiB file (quick: 128 MiB) through the sidecar
+      vs ``curl -o`` to the same disk (and curl + ``sync FILE``, since the
+      sidecar fsyncs before the rename), and the plugin process's peak RSS
+      growth while it downloads (VmHWM after − VmRSS before).
+(iii) ``GET /healthz`` p99 under a steady health-check load (50 req/s, a new
+      connection each, like the kubelet) while 1 GiB updates run back to back
+      (quick: 128 MiB), vs the same load with no update running.
+
+The upstream is a real nginx (Debian package) on loopback serving the files
+with sendfile, so the upstream is not the bottleneck. ``rows(quick)`` returns
+the rows for ``bench/run``; run directly for a table:
+``.venv/bin/python bench/bench_hot_update.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+KIDECAR = REPO / ".venv" / "bin" / "kidecar"
+MIB = 1 << 20
+
+_NGINX_CONF = """
+daemon off;
+user root;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile on;
+    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+    server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+"""
+
+_GAME = ("import signal, sys, time\n"
+         "signal.signal(signal.SIGHUP, lambda *a: None)\n"
+         "while True: time.sleep(3600)\n")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _proc_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
+class _Env:
+    """nginx upstream, a game process and a running sidecar in one temp dir."""
+
+    def __init__(self, big_bytes: int) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-hot-update-"))
+        self.www = self.dir / "www"
+        self.files = self.dir / "files"
+        self.curl_out = self.dir / "curl"
+        for path in (self.www, self.files, self.curl_out, self.dir / "nginx"):
+            path.mkdir()
+        self.big_bytes = big_bytes
+        self._write_random(self.www / "small.bin", MIB)
+        self._write_random(self.www / "big.bin", big_bytes)
+        self.tag = f"bench-game-{os.getpid()}"
+        self.game = subprocess.Popen([sys.executable, "-c", _GAME, self.tag])
+        self.nginx_port = _free_port()
+        self.nginx = self._start_nginx()
+        self.port = _free_port()
+        self.sidecar = self._start_sidecar()
+        self.http = requests.Session()
+
+    @staticmethod
+    def _write_random(path: Path, size: int) -> None:
+        block = os.urandom(MIB)
+        with open(path, "wb") as out:
+            for _ in range(size // MIB):
+                out.write(block)
+
+    def _start_nginx(self) -> subprocess.Popen[bytes]:
+        conf = self.dir / "nginx" / "nginx.conf"
+        conf.write_text(_NGINX_CONF.format(dir=self.dir / "nginx", port=self.nginx_port,
+                                           root=self.www))
+        proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(self.dir / "nginx")],
+                                executable=shutil.which("nginx"))
+        _wait(lambda: requests.get(self.upstream("small.bin"), timeout=1).ok, 10, "nginx")
+        return proc
+
+    def _start_sidecar(self) -> subprocess.Popen[bytes]:
+        config = {"plugins": [{"name": "hot_update", "config": {
+            "loadPatchType": "signal",
+            "signal": {"processName": self.tag, "signalName": "SIGHUP"},
+            "fileDir": str(self.files), "maxFileBytes": "2Gi",
+            "storageConfig": {"type": "Local"}}}]}
+        path = self.dir / "kidecar.yaml"
+        path.write_text(yaml.safe_dump(config))
+        log = open(self.dir / "kidecar.log", "wb")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(
+            [str(KIDECAR), "run", "--config", str(path), "--port", str(self.port),
+             "--state-dir", str(self.dir / "state"), "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait(lambda: requests.get(self.url("/readyz"), timeout=1).status_code == 200,
+                  30, "the sidecar's /readyz")
+        except RuntimeError:
+            proc.kill()
+            raise RuntimeError("sidecar did not become ready: "
+                               + (self.dir / "kidecar.log").read_text()[-2000:]) from None
+        return proc
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def upstream(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.nginx_port}/{name}"
+
+    def plugin_pid(self) -> int:
+        info = self.http.get(self.url("/plugins/hot_update"), timeout=5).json()
+        return int(info["pid"])
+
+    def post(self, version: str, name: str) -> float:
+        started = time.perf_counter()
+        reply = self.http.post(self.url("/hot-update"),
+                               data={"version": version, "url": self.upstream(name)},
+                               timeout=600)
+        elapsed = time.perf_counter() - started
+        if reply.status_code != 200 or reply.json().get("status") != "updated":
+            raise RuntimeError(f"hot update failed: {reply.status_code} {reply.text[:300]}")
+        return elapsed
+
+    def curl(self, name: str, sync: bool = False, hup: bool = False) -> float:
+        target = self.curl_out / name
+        command = f"curl -sf -o {target} {self.upstream(name)}"
+        if sync:
+            command += f" && sync {target}"
+        if hup:
+            command += f" && kill -HUP {self.game.pid}"
+        started = time.perf_counter()
+        subprocess.run(["sh", "-c", command], check=True)
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        for proc in (self.sidecar, self.nginx, self.game):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- (i) latency -----------------------------------------------------------------------------
+def _latency(env: _Env, rounds: int) -> dict[str, str]:
+    env.post("v0.0", "small.bin")  # warm up connections and imports
+    ours = [env.post(f"v1.{i}", "small.bin") for i in range(rounds)]
+    floor = [env.curl("small.bin", hup=True) for _ in range(rounds)]
+    return {
+        "benchmark": "hot update POST→200, 1 MiB, signal, Local storage",
+        "kidecar": f"p50 {statistics.median(ours) * 1000:.1f} ms, "
+                   f"p95 {_pct(ours, 0.95) * 1000:.1f} ms",
+        "peers": f"curl -o && kill -HUP: p50 {statistics.median(floor) * 1000:.1f} ms, "
+                 f"p95 {_pct(floor, 0.95) * 1000:.1f} ms",
+        "aim": "close to the curl floor (same order of magnitude)",
+        "notes": f"{rounds} updates each (new version each time, so each downloads); "
+                 "kidecar includes fsync, rename, dir fsync, SQLite result record",
+    }
+
+
+# -- (ii) throughput and memory ---------------------------------------------------------------
+def _throughput(env: _Env, rounds: int) -> dict[str, str]:
+    pid = env.plugin_pid()
+    rss_before = _proc_kib(pid, "VmRSS")
+    ours = [env.post(f"v2.{i}", "big.bin") for i in range(rounds)]
+    peak_growth = (_proc_kib(pid, "VmHWM") - rss_before) / 1024
+    plain = [env.curl("big.bin") for _ in range(rounds)]
+    synced = [env.curl("big.bin", sync=True) for _ in range(rounds)]
+    size_mib = env.big_bytes / MIB
+
+    def rate(times: list[float]) -> float:
+        return size_mib / min(times)
+
+    ratio = rate(ours) / rate(plain) * 100
+    return {
+        "benchmark": f"download throughput, {size_mib:.0f} MiB file",
+        "kidecar": f"{rate(ours):.0f} MiB/s ({ratio:.0f}% of curl); "
+                   f"plugin peak RSS growth {peak_growth:.1f} MiB",
+        "peers": f"curl -o: {rate(plain):.0f} MiB/s; curl -o && sync: {rate(synced):.0f} MiB/s",
+        "aim": "≥ 80% of curl; RSS growth ≤ 16 MiB",
+        "notes": f"best of {rounds}; kidecar time is POST→200 (download + fsync + rename + "
+                 "SIGHUP + record)" + ("; quick mode: smaller file" if size_mib < 1024 else ""),
+    }
+
+
+# -- (iii) /healthz under load during updates -------------------------------------------------
+def _health_load(env: _Env, seconds: float, rate: float, busy: bool) -> list[float]:
+    latencies: list[float] = []
+    errors = 0
+    stop = threading.Event()
+    updater = threading.Thread(target=_keep_updating, args=(env, stop), daemon=True)
+    if busy:
+        updater.start()
+        time.sleep(0.2)
+    deadline = time.monotonic() + seconds
+    tick = time.monotonic()
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        try:
+            ok = requests.get(env.url("/healthz"), timeout=5).status_code == 200
+        except requests.RequestException:
+            ok = False
+        latencies.append(time.perf_counter() - started)
+        errors += not ok
+        tick += 1.0 / rate
+        time.sleep(max(0.0, tick - time.monotonic()))
+    stop.set()
+    if busy:
+        updater.join(600)
+    if errors:
+        raise RuntimeError(f"/healthz failed {errors} times under load")
+    return latencies
+
+
+def _keep_updating(env: _Env, stop: threading.Event) -> None:
+    count = 0
+    while not stop.is_set():
+        env.post(f"v3.{count}", "big.bin")
+        count += 1
+
+
+def _healthz(env: _Env, seconds: float) -> dict[str, str]:
+    idle = _health_load(env, seconds, 50.0, busy=False)
+    busy = _health_load(env, seconds, 50.0, busy=True)
+    size_mib = env.big_bytes / MIB
+    return {
+        "benchmark": f"/healthz p99 during {size_mib:.0f} MiB updates",
+        "kidecar": f"p99 {_pct(busy, 0.99) * 1000:.1f} ms, max {max(busy) * 1000:.1f} ms "
+                   f"({len(busy)} checks)",
+        "peers": f"same load, no update: p99 {_pct(idle, 0.99) * 1000:.1f} ms",
+        "aim": "p99 ≤ 50 ms",
+        "notes": f"50 req/s, new connection each, {seconds:.0f} s window, updates back to back"
+                 + ("; quick mode: smaller file, shorter window" if size_mib < 1024 else ""),
+    }
+
+
+def rows(quick: bool) -> list[dict[str, str]]:
+    env = _Env(128 * MIB if quick else 1024 * MIB)
+    try:
+        return [
+            _latency(env, 10 if quick else 50),
+            _throughput(env, 1 if quick else 3),
+            _healthz(env, 4.0 if quick else 15.0),
+        ]
+    finally:
+        env.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    table = rows(args.quick)
+    print("| benchmark | kidecar | peers | aim | notes |")
+    print("| --- | --- | --- | --- | --- |")
+    for row in table:
+        print("| " + " | ".join(row[k] for k in ("benchmark", "kidecar", "peers", "aim",
+                                                   "notes")) + " |")
+
+
+if __name__ == "__main__":
+    main()
