@@ -1,0 +1,500 @@
+"""InKube result store: the pod's annotations/labels, a result ConfigMap, Events.
+
+What goes where (encoding in ``result_codec``):
+
+* ``record_result``: pod annotation ``annotationKey`` (JSON: version,
+  success, url, time, message, and ``lastGood`` after a failure) plus labels
+  ``labelKey``/``labelKey-success`` if configured, one merge patch; the
+  result ConfigMap (``resultConfigMap``, default ``kube-system/sidecar-result``)
+  gets this pod's entry and, on success, its workload's entry, one merge
+  patch; an Event HotUpdateSucceeded/HotUpdateFailed on the pod. That is 3
+  API requests per result (the pod is read once per sidecar, then kept
+  current from the PATCH answers).
+* ``apply_markers``: labels/annotations (None removes) in one merge patch of
+  the pod, and ``target_value`` into the target (``targets``).
+* ``latest_for_pod``: the pod annotation (survives container restarts), or
+  what this sidecar recorded locally if that is newer or the API is down.
+* ``latest_for_workload``: the workload entry of the result ConfigMap; the
+  key includes the namespace, kind and name of the workload, so another
+  workload's result is never returned.
+
+Durability: every write first goes straight to the API (bounded retries). If
+the API cannot be reached (or refuses with 401/403, fixable by RBAC) the
+remaining parts of the operation are appended to the write-ahead journal
+under ``<state_dir>/kube-journal`` (fsynced) and the call returns JOURNALED.
+While the journal is not empty, new writes queue behind it so order is kept.
+A background thread replays it with backoff, as soon as the API answers
+again and at the next start (a new InKubeStore on the same state_dir).
+Errors the API will never accept (404 pod, 422 invalid label key, unknown
+target resource) are raised to the caller with the API's answer; nothing is
+silently dropped (unwritable journal entries are kept under ``failed/``).
+
+Every InKubeStore of one sidecar (one per storage config) shares one
+backend per state_dir: one client, one pod cache, one journal, one replay
+thread, and one coalescer, so writes to the same object coalesce across
+plugins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kidecar_supervisor.plugin_api import PodIdentity
+from kidecar_supervisor.storage import result_codec as codec
+from kidecar_supervisor.storage.base import (
+    JOURNALED,
+    WRITTEN,
+    MarkerUpdate,
+    ResultRecord,
+    ResultStore,
+    StorageConfig,
+    TargetRef,
+)
+from kidecar_supervisor.storage.coalesce import Coalescer
+from kidecar_supervisor.storage.journal import Entry, Journal, atomic_write_json
+from kidecar_supervisor.storage.kube_api import (
+    KubeClient,
+    KubeError,
+    KubeUnavailable,
+    ResourcePath,
+    RetryPolicy,
+)
+from kidecar_supervisor.storage.kube_events import EventRecorder
+from kidecar_supervisor.storage.result_configmap import ResultConfigMap
+from kidecar_supervisor.storage.targets import TargetWriter
+from kidecar_supervisor.storage.templating import first_container_env
+from kidecar_supervisor.storage.workload import Workload, workload_of
+
+log = logging.getLogger("kidecar.storage.inkube")
+
+JOURNAL_DIR = "kube-journal"
+LATEST_FILE = "inkube-latest.json"
+#: the replayer retries one request at a time; its own loop does the backing off
+REPLAY_RETRY = RetryPolicy(attempts=2, base=0.2, cap=1.0, deadline=5.0)
+REPLAY_BACKOFF_MAX = 5.0
+DIRECT_RETRY = RetryPolicy(attempts=4, base=0.2, cap=2.0, deadline=8.0)
+
+
+def _camel(name: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in name.replace("-", "_").split("_") if p)
+
+
+def result_reason(record: ResultRecord) -> str:
+    """``HotUpdateSucceeded`` / ``HotUpdateFailed`` for plugin hot_update."""
+    return f"{_camel(record.plugin)}{'Succeeded' if record.success else 'Failed'}"
+
+
+def _cfg_to_dict(cfg: StorageConfig) -> dict[str, Any]:
+    return {
+        "annotation_key": cfg.annotation_key, "label_key": cfg.label_key,
+        "result_configmap": cfg.result_configmap, "result_namespace": cfg.result_namespace,
+        "target": dataclasses.asdict(cfg.target) if cfg.target else None,
+        "json_path": cfg.json_path,
+    }
+
+
+def _cfg_from_dict(data: Mapping[str, Any]) -> StorageConfig:
+    target = data.get("target")
+    return StorageConfig(
+        type="InKube", annotation_key=data.get("annotation_key", ""),
+        label_key=data.get("label_key", ""),
+        result_configmap=data.get("result_configmap") or "sidecar-result",
+        result_namespace=data.get("result_namespace") or "kube-system",
+        target=TargetRef(**target) if target else None, json_path=data.get("json_path", ""),
+    )
+
+
+def _merge_markers(last: Entry, new: Entry) -> Entry | None:
+    """Fold consecutive, untouched marker updates of one config: latest value wins."""
+    if not (last.get("op") == new.get("op") == "markers" and last.get("cfg") == new.get("cfg")
+            and last.get("parts") == new.get("parts") == ["pod", "target"]):
+        return None
+    merged = dict(last)
+    merged["labels"] = {**last.get("labels", {}), **new.get("labels", {})}
+    merged["annotations"] = {**last.get("annotations", {}), **new.get("annotations", {})}
+    if new.get("target_value") is not None:
+        merged["target_value"] = new["target_value"]
+    return merged
+
+
+class _PartFailed(Exception):
+    """A part of an operation failed: ``error`` says why, the entry holds what is left."""
+
+    def __init__(self, error: KubeError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Backend:
+    """Everything one sidecar (one state_dir) shares between its stores."""
+
+    def __init__(self, identity: PodIdentity, state_dir: Path, client: KubeClient,
+                 self_env: Callable[[], Mapping[str, str]]) -> None:
+        if not identity.in_cluster:
+            raise KubeError("InKube storage needs the pod's name and namespace: set POD_NAME "
+                            "and POD_NAMESPACE from the downward API")
+        self.identity = identity
+        self.state_dir = state_dir
+        self.client = client
+        self.self_env = self_env
+        self.refs = 0
+        self.coalescer = Coalescer()
+        self.journal = Journal(state_dir / JOURNAL_DIR)
+        self.latest_path = state_dir / LATEST_FILE
+        self.pod_path = ResourcePath("", "v1", "pods", identity.namespace, identity.pod_name)
+        self.configmaps = ResultConfigMap(client, self.coalescer)
+        self.events = EventRecorder(client, identity.namespace, self._involved,
+                                    identity.node_name)
+        self.targets = TargetWriter(client, self.coalescer, identity.pod_name,
+                                    identity.namespace, self_env,
+                                    lambda: first_container_env(self.pod()))
+        self._lock = threading.Lock()
+        self._pod: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        client.on_answer(self._wake.set)
+        if len(self.journal):
+            log.info("replaying %d journaled Kubernetes writes", len(self.journal))
+            self._ensure_replayer()
+
+    # -- the pod -----------------------------------------------------------------
+    def pod(self, refresh: bool = False, retry: RetryPolicy | None = None) -> dict[str, Any]:
+        """The pod object, read once and then kept current from our PATCH answers."""
+        with self._lock:
+            cached = self._pod
+        if cached is not None and not refresh:
+            return cached
+        pod: dict[str, Any] = self.client.get(self.pod_path, retry=retry)
+        with self._lock:
+            self._pod = pod
+        return pod
+
+    def patch_pod(self, patch: dict[str, Any], retry: RetryPolicy) -> None:
+        """Merge-patch the pod (coalesced with concurrent patches); refresh the cache."""
+
+        def send(p: dict[str, Any]) -> None:
+            answer = self.client.merge_patch(self.pod_path, p, retry=retry)
+            with self._lock:
+                self._pod = answer
+
+        self.coalescer.submit(self.pod_path.url(), patch, send)
+
+    def _involved(self) -> dict[str, Any]:
+        meta = self.pod().get("metadata", {})
+        return {"apiVersion": "v1", "kind": "Pod", "name": self.identity.pod_name,
+                "namespace": self.identity.namespace, "uid": meta.get("uid", ""),
+                "resourceVersion": meta.get("resourceVersion", "")}
+
+    def workload(self, retry: RetryPolicy | None = None) -> Workload:
+        return workload_of(self.pod(retry=retry))
+
+    # -- operations --------------------------------------------------------------
+    def run(self, entry: Entry, retry: RetryPolicy) -> list[KubeError]:
+        """Do what is left of ``entry`` (its ``parts`` shrink as they are written).
+
+        Raises _PartFailed on a retriable error (the entry then holds the rest);
+        returns the permanent errors of parts that were given up.
+        """
+        permanent: list[KubeError] = []
+        for part in list(entry["parts"]):
+            try:
+                self._run_part(entry, part, retry)
+            except KubeError as exc:
+                if exc.retriable:
+                    raise _PartFailed(exc) from exc
+                permanent.append(exc)
+            entry["parts"].remove(part)
+        return permanent
+
+    def _run_part(self, entry: Entry, part: str, retry: RetryPolicy) -> None:
+        op = entry["op"]
+        if op == "result":
+            self._result_part(_cfg_from_dict(entry["cfg"]), ResultRecord.from_dict(entry["record"]),
+                              part, retry)
+        elif op == "markers":
+            self._markers_part(_cfg_from_dict(entry["cfg"]), entry, part, retry)
+        elif op == "event":
+            self.events.emit(entry["reason"], entry["message"], entry["warning"], entry["time"])
+        else:
+            raise KubeError(f"unknown journal operation {op!r}")
+
+    def _result_part(self, cfg: StorageConfig, record: ResultRecord, part: str,
+                     retry: RetryPolicy) -> None:
+        record.pod = self.identity.pod_name
+        record.workload = str(self.workload(retry))
+        if part == "pod":
+            key = cfg.annotation_key or codec.DEFAULT_ANNOTATION_KEY
+            previous = (self.pod(retry=retry).get("metadata", {}).get("annotations") or {}).get(key)
+            meta: dict[str, Any] = {"annotations": {key: codec.annotation_value(record, previous)}}
+            labels = codec.result_labels(cfg.label_key, record)
+            if labels:
+                meta["labels"] = labels
+            self.patch_pod({"metadata": meta}, retry)
+        elif part == "configmap":
+            self.configmaps.write(cfg.result_configmap, cfg.result_namespace,
+                                  self.identity.namespace, Workload.parse(record.workload),
+                                  record)
+        elif part == "event":
+            text = f"{record.plugin} {record.version} " + (
+                "applied" if record.success else "failed") + (
+                f": {record.message}" if record.message else "") + (
+                f" ({record.url})" if record.url else "")
+            self.events.emit(result_reason(record), text, not record.success, record.timestamp)
+
+    def _markers_part(self, cfg: StorageConfig, entry: Entry, part: str,
+                      retry: RetryPolicy) -> None:
+        if part == "pod":
+            labels = {k: (None if v is None else codec.sanitize_label_value(v))
+                      for k, v in entry.get("labels", {}).items()}
+            meta: dict[str, Any] = {}
+            if labels:
+                meta["labels"] = labels
+            if entry.get("annotations"):
+                meta["annotations"] = dict(entry["annotations"])
+            if meta:
+                self.patch_pod({"metadata": meta}, retry)
+        elif part == "target" and entry.get("target_value") is not None:
+            self.targets.write(cfg, entry["target_value"])
+
+    # -- submitting: straight to the API, or behind the journal --------------------
+    def submit(self, entry: Entry, merge: bool = False) -> str:
+        """WRITTEN if done now; JOURNALED if queued on disk. Raises on permanent errors."""
+        merge_fn = _merge_markers if merge else None
+        if len(self.journal) == 0:
+            try:
+                permanent = self.run(entry, DIRECT_RETRY)
+            except _PartFailed as failed:
+                self.journal.append(entry, merge_fn)
+                log.warning("Kubernetes write journaled (%s); %d pending", failed.error,
+                            len(self.journal))
+                self._ensure_replayer()
+                return JOURNALED
+            self._raise_permanent(entry, permanent)
+            return WRITTEN
+        self.journal.append(entry, merge_fn)
+        self._ensure_replayer()
+        return JOURNALED
+
+    def _raise_permanent(self, entry: Entry, errors: list[KubeError]) -> None:
+        if not errors:
+            return
+        kept = self.journal.dir / "failed"
+        kept.mkdir(exist_ok=True)
+        atomic_write_json(kept / f"direct-{time.time_ns()}.json",
+                          {"reason": "; ".join(map(str, errors)), "entry": entry})
+        raise errors[0]
+
+    # -- replay ------------------------------------------------------------------
+    def _ensure_replayer(self) -> None:
+        with self._thread_lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._replay_loop, daemon=True,
+                                                name="kidecar-kube-journal")
+                self._thread.start()
+
+    def _replay_loop(self) -> None:
+        delay = 0.0
+        while not self._stop.is_set():
+            if delay:
+                self._wake.clear()
+                self._wake.wait(delay)
+                if self._stop.is_set():
+                    break
+            claimed = self.journal.claim_head()
+            if claimed is None:
+                with self._thread_lock:
+                    if len(self.journal) == 0:
+                        self._thread = None
+                        return
+                continue
+            if self._replay_one(*claimed):
+                delay = 0.0
+            else:
+                delay = min(REPLAY_BACKOFF_MAX, max(0.25, delay * 2)) * random.uniform(0.8, 1.2)
+        with self._thread_lock:
+            self._thread = None
+
+    def _replay_one(self, entry_id: int, entry: Entry) -> bool:
+        """Write one journal entry; False if the API is still unavailable."""
+        try:
+            permanent = self.run(entry, REPLAY_RETRY)
+        except _PartFailed as failed:
+            self.journal.update(entry_id, entry)
+            self.journal.release(entry_id)
+            log.debug("journal replay waits: %s", failed.error)
+            return False
+        except Exception as exc:  # noqa: BLE001 - never kill the replayer
+            self.journal.fail(entry_id, f"{type(exc).__name__}: {exc}")
+            return True
+        if permanent:
+            self.journal.fail(entry_id, "; ".join(map(str, permanent)))
+        else:
+            self.journal.done(entry_id)
+            log.info("journaled %s written to Kubernetes; %d pending", entry["op"],
+                     len(self.journal))
+        return True
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the journal is empty (for tests and shutdown); True if it is."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while time.monotonic() < deadline:
+            if len(self.journal) == 0:
+                return True
+            self._ensure_replayer()
+            time.sleep(0.05)
+        return len(self.journal) == 0
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._thread_lock:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self.client.close()
+
+
+_registry: dict[Path, _Backend] = {}
+_registry_lock = threading.Lock()
+
+
+def _acquire(identity: PodIdentity, state_dir: Path, kubeconfig: str | None,
+             self_env: Callable[[], Mapping[str, str]] | None) -> _Backend:
+    key = state_dir.resolve()
+    with _registry_lock:
+        backend = _registry.get(key)
+        if backend is None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            client = KubeClient.from_environment(kubeconfig=kubeconfig, retry=DIRECT_RETRY)
+            backend = _Backend(identity, state_dir, client, self_env or (lambda: os.environ))
+            _registry[key] = backend
+        elif backend.identity != identity:
+            raise KubeError(f"state dir {state_dir} is already used by pod "
+                            f"{backend.identity.namespace}/{backend.identity.pod_name}")
+        backend.refs += 1
+        return backend
+
+
+def _release(backend: _Backend) -> None:
+    with _registry_lock:
+        backend.refs -= 1
+        if backend.refs > 0:
+            return
+        _registry.pop(backend.state_dir.resolve(), None)
+    backend.close()
+
+
+class InKubeStore(ResultStore):
+    """Results and markers on the pod, in the result ConfigMap and as Events."""
+
+    def __init__(self, cfg: StorageConfig, identity: PodIdentity, state_dir: Path, *,
+                 kubeconfig: str | None = None,
+                 self_env: Callable[[], Mapping[str, str]] | None = None) -> None:
+        self.cfg = cfg
+        self.identity = identity
+        self._backend = _acquire(identity, state_dir, kubeconfig, self_env)
+        self._closed = False
+        self._latest_lock = threading.Lock()
+
+    @property
+    def client(self) -> KubeClient:
+        return self._backend.client
+
+    @property
+    def journal(self) -> Journal:
+        return self._backend.journal
+
+    # -- results -----------------------------------------------------------------
+    def record_result(self, record: ResultRecord) -> str:
+        record.pod = self.identity.pod_name
+        self._remember(record)
+        entry = {"op": "result", "cfg": _cfg_to_dict(self.cfg), "record": record.to_dict(),
+                 "parts": ["pod", "configmap", "event"]}
+        return self._backend.submit(entry)
+
+    def latest_for_pod(self, plugin: str) -> ResultRecord | None:
+        key = self.cfg.annotation_key or codec.DEFAULT_ANNOTATION_KEY
+        candidates = [self._local_latest(plugin)]
+        candidates += [ResultRecord.from_dict(e["record"]) for _, e in self.journal.entries()
+                       if e.get("op") == "result" and e["record"].get("plugin") == plugin
+                       and e["record"].get("success")]
+        try:
+            pod = self._backend.pod(refresh=True)
+        except KubeError as exc:
+            if not any(candidates):
+                raise
+            log.warning("pod annotation unreadable (%s); using the locally recorded result", exc)
+        else:
+            text = (pod.get("metadata", {}).get("annotations") or {}).get(key)
+            candidates.append(codec.last_good_from_annotation(text, plugin))
+        found = [c for c in candidates if c is not None]
+        return max(found, key=lambda r: r.timestamp) if found else None
+
+    def latest_for_workload(self, plugin: str) -> ResultRecord | None:
+        backend = self._backend
+        workload = backend.workload()
+        return backend.configmaps.read_workload(
+            self.cfg.result_configmap, self.cfg.result_namespace, self.identity.namespace,
+            workload, plugin)
+
+    def _remember(self, record: ResultRecord) -> None:
+        """Keep the latest successful result per plugin on local disk too (API may be down)."""
+        if not record.success:
+            return
+        path = self._backend.latest_path
+        with self._latest_lock:
+            data = _read_json(path)
+            data[record.plugin] = record.to_dict()
+            atomic_write_json(path, data)
+
+    def _local_latest(self, plugin: str) -> ResultRecord | None:
+        data = _read_json(self._backend.latest_path).get(plugin)
+        return ResultRecord.from_dict(data) if isinstance(data, dict) else None
+
+    # -- markers and events ------------------------------------------------------
+    def apply_markers(self, update: MarkerUpdate) -> str:
+        entry = {"op": "markers", "cfg": _cfg_to_dict(self.cfg), "labels": dict(update.labels),
+                 "annotations": dict(update.annotations), "target_value": update.target_value,
+                 "parts": ["pod", "target"]}
+        return self._backend.submit(entry, merge=True)
+
+    def emit_event(self, reason: str, message: str, warning: bool = False) -> None:
+        entry = {"op": "event", "reason": reason, "message": message, "warning": warning,
+                 "time": time.time(), "parts": ["event"]}
+        try:
+            self._backend.submit(entry)
+        except KubeError as exc:
+            log.error("event %s not recorded: %s", reason, exc)
+
+    # -- lifecycle ---------------------------------------------------------------
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Block until every journaled write is in Kubernetes (True) or ``timeout``."""
+        return self._backend.flush(timeout)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _release(self._backend)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+__all__ = ["InKubeStore", "KubeError", "KubeUnavailable", "result_reason"]

@@ -1,0 +1,636 @@
+"""InKubeStore against a real kube-apiserver (kube_env), plus its client and coalescer.
+
+Objects are created as admin with unique names; the store writes with the
+admin kubeconfig here (test_rbac.py checks the same with the sidecar's token).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kidecar_supervisor.storage import result_codec as codec
+from kidecar_supervisor.storage.base import (
+    JOURNALED,
+    WRITTEN,
+    MarkerUpdate,
+    ResultRecord,
+    StorageConfig,
+    TargetRef,
+)
+from kidecar_supervisor.storage.coalesce import Coalescer
+from kidecar_supervisor.storage.kube_api import (
+    KubeClient,
+    KubeForbidden,
+    KubeUnavailable,
+    ResourcePath,
+    RetryPolicy,
+)
+from kidecar_supervisor.storage.targets import TargetError
+from kidecar_supervisor.storage.workload import Workload
+from tests.inkube_support import Admin, store, uid
+
+REPO = Path(__file__).resolve().parent.parent
+HOT = "hot_update"
+
+
+def _cfg(result_cm: str, namespace: str, **kw: Any) -> StorageConfig:
+    return StorageConfig(type="InKube", result_configmap=result_cm, result_namespace=namespace,
+                         **kw)
+
+
+def _annotation(pod: dict[str, Any], key: str = codec.DEFAULT_ANNOTATION_KEY) -> dict[str, Any]:
+    return json.loads(pod["metadata"]["annotations"][key])
+
+
+@pytest.fixture
+def admin(kube_env) -> Admin:
+    return Admin(kube_env)
+
+
+# -- results -----------------------------------------------------------------------
+
+def test_result_goes_to_annotation_labels_configmap_and_event(kube_env, admin, tmp_path):
+    ns, cm, name = kube_env.namespace, uid("res"), uid("gs")
+    admin.pod(name, ns, labels={"game.kruise.io/owner-gss": "battle"})
+    s = store(_cfg(cm, ns, label_key="example.com/hot-version"), name, ns, tmp_path,
+              kube_env.admin_kubeconfig)
+    try:
+        ok = ResultRecord(plugin=HOT, version="v1.2", url="http://files/v1.2.zip", sha256="ab")
+        assert s.record_result(ok) == WRITTEN
+        pod = admin.get_pod(name, ns)
+        ann = _annotation(pod)
+        assert (ann["version"], ann["success"], ann["url"], ann["sha256"]) == \
+            ("v1.2", True, "http://files/v1.2.zip", "ab")
+        assert ann["workload"] == "GameServerSet/battle" and ann["time"].endswith("Z")
+        assert pod["metadata"]["labels"]["example.com/hot-version"] == "v1.2"
+        assert pod["metadata"]["labels"]["example.com/hot-version-success"] == "true"
+
+        bad = ResultRecord(plugin=HOT, version="v1.3+rc/1", url="http://files/v1.3.zip",
+                           success=False, message="sha256 mismatch")
+        assert s.record_result(bad) == WRITTEN
+        pod = admin.get_pod(name, ns)
+        ann = _annotation(pod)
+        assert ann["success"] is False and ann["message"] == "sha256 mismatch"
+        assert ann["lastGood"]["version"] == "v1.2"
+        assert pod["metadata"]["labels"]["example.com/hot-version"] == "v1.3_rc_1"
+        assert pod["metadata"]["labels"]["example.com/hot-version-success"] == "false"
+
+        data = admin.configmap(cm, ns)["data"]
+        assert json.loads(data[codec.pod_key(HOT, ns, name)])[:2] == ["v1.3+rc/1", False]
+        wl = json.loads(data[codec.workload_key(HOT, ns, Workload("GameServerSet", "battle"))])
+        assert (wl["version"], wl["url"], wl["pod"]) == ("v1.2", "http://files/v1.2.zip", name)
+
+        events = admin.events_for(name, ns)
+        assert [(e["reason"], e["type"]) for e in events] == [
+            ("HotUpdateSucceeded", "Normal"), ("HotUpdateFailed", "Warning")]
+        assert events[0]["involvedObject"]["uid"] == pod["metadata"]["uid"]
+        assert "sha256 mismatch" in events[1]["message"]
+
+        latest = s.latest_for_pod(HOT)
+        assert latest is not None and (latest.version, latest.url) == \
+            ("v1.2", "http://files/v1.2.zip")
+        assert s.latest_for_workload(HOT).version == "v1.2"
+    finally:
+        s.close()
+
+
+def test_latest_for_pod_comes_from_the_annotation_after_a_container_restart(
+        kube_env, admin, tmp_path):
+    ns, cm, name = kube_env.namespace, uid("res"), uid("gs")
+    admin.pod(name, ns)
+    first = store(_cfg(cm, ns), name, ns, tmp_path / "a", kube_env.admin_kubeconfig)
+    first.record_result(ResultRecord(plugin=HOT, version="v7", url="http://f/v7"))
+    first.record_result(ResultRecord(plugin=HOT, version="v8", success=False))
+    first.close()
+    # a restarted container has a fresh state dir: only the pod object remembers
+    again = store(_cfg(cm, ns), name, ns, tmp_path / "b", kube_env.admin_kubeconfig)
+    try:
+        latest = again.latest_for_pod(HOT)
+        assert latest is not None and (latest.version, latest.url) == ("v7", "http://f/v7")
+        assert again.latest_for_pod("other_plugin") is None
+    finally:
+        again.close()
+
+
+def test_latest_for_workload_is_never_another_workloads(kube_env, admin, tmp_path):
+    ns, cm = kube_env.namespace, uid("res")
+    other_ns = "kidecar-other"
+    admin.ensure_namespace(other_ns)
+    pods = {
+        "a1": (ns, {"game.kruise.io/owner-gss": "alpha"}, None),
+        "a2": (ns, {"game.kruise.io/owner-gss": "alpha"}, None),
+        "b1": (ns, {"game.kruise.io/owner-gss": "beta"}, None),
+        "x1": (other_ns, {"game.kruise.io/owner-gss": "alpha"}, None),  # same name, other ns
+        "s1": (ns, {}, ("StatefulSet", "alpha")),  # same name, other kind
+    }
+    names = {k: uid(k) for k in pods}
+    stores = {}
+    for key, (pod_ns, labels, owner) in pods.items():
+        admin.pod(names[key], pod_ns, labels=labels, owner=owner)
+        stores[key] = store(_cfg(cm, ns), names[key], pod_ns, tmp_path / key,
+                            kube_env.admin_kubeconfig)
+    try:
+        stores["a1"].record_result(ResultRecord(plugin=HOT, version="v1", url="u1"))
+        stores["a2"].record_result(ResultRecord(plugin=HOT, version="v2", url="u2"))
+        stores["a2"].record_result(ResultRecord(plugin=HOT, version="v3", success=False))
+        stores["b1"].record_result(ResultRecord(plugin=HOT, version="v9", url="u9"))
+        assert stores["x1"].latest_for_workload(HOT) is None
+        assert stores["s1"].latest_for_workload(HOT) is None
+        # a NEW pod of alpha comes back on the newest version any alpha pod reached
+        new = uid("a3")
+        admin.pod(new, ns, labels={"game.kruise.io/owner-gss": "alpha"})
+        s3 = store(_cfg(cm, ns), new, ns, tmp_path / "a3", kube_env.admin_kubeconfig)
+        stores["a3"] = s3
+        got = s3.latest_for_workload(HOT)
+        assert got is not None and (got.version, got.url) == ("v2", "u2")
+        assert got.workload == "GameServerSet/alpha"
+        assert stores["b1"].latest_for_workload(HOT).version == "v9"
+    finally:
+        for s in stores.values():
+            s.close()
+
+
+def test_a_late_result_does_not_roll_the_workload_back(kube_env, admin, tmp_path):
+    ns, cm = kube_env.namespace, uid("res")
+    labels = {"game.kruise.io/owner-gss": "late"}
+    p1, p2 = uid("p1"), uid("p2")
+    admin.pod(p1, ns, labels=labels)
+    admin.pod(p2, ns, labels=labels)
+    s1 = store(_cfg(cm, ns), p1, ns, tmp_path / "1", kube_env.admin_kubeconfig)
+    s2 = store(_cfg(cm, ns), p2, ns, tmp_path / "2", kube_env.admin_kubeconfig)
+    try:
+        s2.record_result(ResultRecord(plugin=HOT, version="v5", url="u5"))
+        # p1's result from 10 minutes ago arrives now (e.g. replayed after an outage)
+        old = ResultRecord(plugin=HOT, version="v4", url="u4", timestamp=time.time() - 600)
+        assert s1.record_result(old) == WRITTEN
+        data = admin.configmap(cm, ns)["data"]
+        assert json.loads(data[codec.pod_key(HOT, ns, p1)])[0] == "v4"
+        assert s1.latest_for_workload(HOT).version == "v5"
+    finally:
+        s1.close()
+        s2.close()
+
+
+@pytest.mark.slow
+def test_200_concurrent_writers_lose_no_entry(kube_env, admin, tmp_path):
+    ns, cm = kube_env.namespace, uid("res")
+    names = [f"{uid('conc')}" for _ in range(200)]
+    labels = {"game.kruise.io/owner-gss": "crowd"}
+    creators = [threading.Thread(target=admin.pod, args=(n, ns), kwargs={"labels": labels})
+                for n in names]
+    for t in creators:
+        t.start()
+    for t in creators:
+        t.join()
+    stores = [store(_cfg(cm, ns), n, ns, tmp_path / n, kube_env.admin_kubeconfig)
+              for n in names]
+    barrier = threading.Barrier(len(stores))
+    results: dict[str, str] = {}
+
+    def write(i: int) -> None:
+        stores[i].latest_for_pod(HOT)  # warm: pod read, so the writes start together
+        barrier.wait()
+        results[names[i]] = stores[i].record_result(
+            ResultRecord(plugin=HOT, version=f"v1.{i}", url=f"http://f/{i}"))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(len(stores))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(results.values()) == {WRITTEN}
+        data = admin.configmap(cm, ns)["data"]
+        for i, n in enumerate(names):
+            assert json.loads(data[codec.pod_key(HOT, ns, n)])[0] == f"v1.{i}"
+        assert codec.workload_key(HOT, ns, Workload("GameServerSet", "crowd")) in data
+        assert len(data) == 201
+    finally:
+        for s in stores:
+            s.close()
+
+
+@pytest.mark.slow
+def test_ten_thousand_pods_of_one_workload_fit_and_are_readable(kube_env, admin, tmp_path):
+    ns, cm = kube_env.namespace, uid("res")
+    gss = "battle-server"
+    now = int(time.time())
+    # 9,999 other pods' entries, written as they would be (same key/value format)
+    data = {codec.pod_key(HOT, ns, f"{gss}-{i}"): codec.pod_entry(
+        ResultRecord(plugin=HOT, version="v10.20.30", timestamp=now - 10_000 + i))
+        for i in range(9_999)}
+    admin.call("POST", f"/api/v1/namespaces/{ns}/configmaps",
+               {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm}, "data": {}})
+    items = list(data.items())
+    for start in range(0, len(items), 2500):
+        admin.call("PATCH", f"/api/v1/namespaces/{ns}/configmaps/{cm}",
+                   {"data": dict(items[start:start + 2500])},
+                   content_type="application/merge-patch+json")
+    name = f"{gss}-9999"
+    admin.pod(name, ns, labels={"game.kruise.io/owner-gss": gss})
+    s = store(_cfg(cm, ns), name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        rec = ResultRecord(plugin=HOT, version="v10.20.31", url="http://files/v10.20.31.tgz")
+        assert s.record_result(rec) == WRITTEN
+        stored = admin.configmap(cm, ns)
+        pod_entries = [k for k in stored["data"] if k.count("_") == 2]
+        assert len(pod_entries) == 10_000
+        size = codec.data_size(stored["data"])
+        assert size < codec.PRUNE_ABOVE < codec.CONFIGMAP_LIMIT, size
+        got = s.latest_for_workload(HOT)
+        assert got is not None and (got.version, got.url) == \
+            ("v10.20.31", "http://files/v10.20.31.tgz")
+        assert json.loads(stored["data"][codec.pod_key(HOT, ns, f"{gss}-17")])[0] == "v10.20.30"
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+def test_a_full_configmap_is_pruned_oldest_pod_entries_first(kube_env, admin, tmp_path):
+    ns, cm = kube_env.namespace, uid("res")
+    now = int(time.time())
+    long_ns = "n" * 40  # long names: 9,500 entries of ~100 bytes = past the threshold
+    data = {codec.pod_key(HOT, long_ns, f"pod-{'x' * 30}-{i}"): codec.pod_entry(
+        ResultRecord(plugin=HOT, version="v1", timestamp=now - 100_000 + i))
+        for i in range(9_500)}
+    keep_wl = codec.workload_key(HOT, long_ns, Workload("GameServerSet", "old"))
+    data[keep_wl] = codec.workload_entry(ResultRecord(plugin=HOT, version="v1", timestamp=1))
+    assert codec.data_size(data) > codec.PRUNE_ABOVE
+    admin.call("POST", f"/api/v1/namespaces/{ns}/configmaps",
+               {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm}, "data": {}})
+    items = list(data.items())
+    for start in range(0, len(items), 2000):
+        admin.call("PATCH", f"/api/v1/namespaces/{ns}/configmaps/{cm}",
+                   {"data": dict(items[start:start + 2000])},
+                   content_type="application/merge-patch+json")
+    name = uid("new")
+    admin.pod(name, ns, labels={"game.kruise.io/owner-gss": "fresh"})
+    s = store(_cfg(cm, ns), name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        assert s.record_result(ResultRecord(plugin=HOT, version="v2", url="u")) == WRITTEN
+        stored = admin.configmap(cm, ns)
+        assert codec.data_size(stored["data"]) <= codec.PRUNE_TO
+        assert keep_wl in stored["data"], "workload entries are never pruned"
+        assert codec.pod_key(HOT, ns, name) in stored["data"]
+        assert codec.pod_key(HOT, long_ns, f"pod-{'x' * 30}-0") not in stored["data"]
+        assert codec.pod_key(HOT, long_ns, f"pod-{'x' * 30}-9499") in stored["data"]
+        assert s.latest_for_workload(HOT).version == "v2"
+        # managedFields were stripped along (they list every key again)
+        assert len(json.dumps(stored["metadata"].get("managedFields", []))) < 10_000
+    finally:
+        s.close()
+
+
+# -- markers -----------------------------------------------------------------------
+
+def test_markers_create_replace_and_remove_labels_and_annotations(kube_env, admin, tmp_path):
+    ns, name = kube_env.namespace, uid("mk")
+    admin.pod(name, ns, labels={"existing": "old", "gone": "x"},
+              annotations={"a.io/existing": "old", "a.io/gone": "x"})
+    s = store(_cfg(uid("res"), ns), name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        update = MarkerUpdate(
+            labels={"existing": "new", "created": "v1.2 beta", "gone": None, "never": None},
+            annotations={"a.io/existing": "new", "a.io/created": "hello world",
+                         "a.io/gone": None, "a.io/never": None})
+        assert s.apply_markers(update) == WRITTEN
+        meta = admin.get_pod(name, ns)["metadata"]
+        assert meta["labels"] == {"existing": "new", "created": "v1.2_beta"}
+        assert meta["annotations"] == {"a.io/existing": "new", "a.io/created": "hello world"}
+        # removing keys that are already gone is not an error
+        assert s.apply_markers(MarkerUpdate(labels={"gone": None},
+                                            annotations={"a.io/gone": None})) == WRITTEN
+    finally:
+        s.close()
+
+
+def test_opsstate_via_target_and_json_path_with_templates(kube_env, admin, tmp_path):
+    ns, name, gs = kube_env.namespace, uid("pod"), uid("gs")
+    admin.pod(name, ns, env={"GS_NAME": gs})
+    admin.gameserver(gs, ns, {"opsState": "None"})
+    target = TargetRef(group="game.kruise.io", version="v1alpha1", resource="gameservers",
+                       name="${POD:GS_NAME}", namespace="${SELF:POD_NAMESPACE}")
+    s = store(_cfg(uid("res"), ns, target=target, json_path="/spec/opsState"), name, ns,
+              tmp_path, kube_env.admin_kubeconfig)
+    s2 = store(_cfg(uid("res"), ns, target=target,
+                    json_path="/metadata/annotations/game.io~1state"),
+               name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        assert s.apply_markers(MarkerUpdate(target_value="Maintaining")) == WRITTEN
+        assert admin.get_gameserver(gs, ns)["spec"]["opsState"] == "Maintaining"
+        assert s.apply_markers(MarkerUpdate(target_value="WaitToBeDeleted")) == WRITTEN
+        assert admin.get_gameserver(gs, ns)["spec"]["opsState"] == "WaitToBeDeleted"
+        # an escaped key under a map that does not exist yet
+        assert s2.apply_markers(MarkerUpdate(target_value="busy")) == WRITTEN
+        obj = admin.get_gameserver(gs, ns)
+        assert obj["metadata"]["annotations"] == {"game.io/state": "busy"}
+        assert obj["spec"]["opsState"] == "WaitToBeDeleted"
+        # target_value None leaves the target alone
+        s.apply_markers(MarkerUpdate(labels={"x": "y"}))
+        assert admin.get_gameserver(gs, ns)["spec"]["opsState"] == "WaitToBeDeleted"
+    finally:
+        s.close()
+        s2.close()
+
+
+def test_opsstate_of_the_pods_own_gameserver_by_default(kube_env, admin, tmp_path):
+    ns, name = kube_env.namespace, uid("gs")
+    admin.pod(name, ns, labels={"game.kruise.io/owner-gss": "g"}, owner=("GameServer", name))
+    admin.gameserver(name, ns)
+    s = store(_cfg(uid("res"), ns), name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        assert s.apply_markers(MarkerUpdate(target_value="WaitToBeDeleted",
+                                            labels={"gameserver-idle": "true"})) == WRITTEN
+        assert admin.get_gameserver(name, ns)["spec"]["opsState"] == "WaitToBeDeleted"
+        assert admin.get_pod(name, ns)["metadata"]["labels"]["gameserver-idle"] == "true"
+    finally:
+        s.close()
+
+
+def test_json_path_through_a_list_uses_a_json_patch(kube_env, admin, tmp_path):
+    ns, name = kube_env.namespace, uid("gs")
+    admin.pod(name, ns)
+    admin.gameserver(name, ns, {"containers": [{"name": "game", "image": "game:1"}]})
+    s = store(_cfg(uid("res"), ns, json_path="/spec/containers/0/image"), name, ns, tmp_path,
+              kube_env.admin_kubeconfig)
+    try:
+        assert s.apply_markers(MarkerUpdate(target_value="game:2")) == WRITTEN
+        spec = admin.get_gameserver(name, ns)["spec"]
+        assert spec["containers"] == [{"name": "game", "image": "game:2"}]
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("group, resource, expected", [
+    ("game.kruise.io", "gameserverz", "'gameserverz' does not exist in game.kruise.io/v1alpha1"
+                                      "; the API server serves: gameservers, gameserversets"),
+    ("games.example.com", "gameservers", "does not serve games.example.com/v1alpha1"),
+])
+def test_unknown_target_resource_is_a_clear_error(kube_env, admin, tmp_path, group, resource,
+                                                  expected):
+    ns, name = kube_env.namespace, uid("pod")
+    admin.pod(name, ns)
+    target = TargetRef(group=group, version="v1alpha1", resource=resource, name=name,
+                       namespace=ns)
+    s = store(_cfg(uid("res"), ns, target=target), name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        with pytest.raises(TargetError) as info:
+            s.apply_markers(MarkerUpdate(target_value="x"))
+        assert expected in str(info.value)
+        assert len(s.journal) == 0, "a permanent error is not journaled forever"
+        assert list((tmp_path / "kube-journal" / "failed").iterdir()), "kept, not lost"
+    finally:
+        s.close()
+
+
+def test_bursts_of_marker_writes_coalesce(kube_env, admin, tmp_path):
+    ns, name = kube_env.namespace, uid("burst")
+    admin.pod(name, ns)
+    s = store(_cfg(uid("res"), ns), name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        s.latest_for_pod(HOT)  # pod read once
+        before = s.client.requests
+        threads = [threading.Thread(target=s.apply_markers,
+                                    args=(MarkerUpdate(labels={f"l{i}": str(i),
+                                                               "last": str(i)}),))
+                   for i in range(60)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        sent = s.client.requests - before
+        labels = admin.get_pod(name, ns)["metadata"]["labels"]
+        assert all(labels[f"l{i}"] == str(i) for i in range(60))
+        assert sent < 30, f"{sent} requests for 60 concurrent writes: not coalesced"
+    finally:
+        s.close()
+
+
+# -- outages and the journal -------------------------------------------------------
+
+@pytest.mark.slow
+def test_api_outage_journals_then_flushes_everything(kube_env, admin, tmp_path):
+    ns, cm, name = kube_env.namespace, uid("res"), uid("out")
+    admin.pod(name, ns, labels={"game.kruise.io/owner-gss": "outage"})
+    s = store(_cfg(cm, ns), name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        assert s.record_result(ResultRecord(plugin=HOT, version="v1", url="u1")) == WRITTEN
+        with kube_env.apiserver_outage():
+            t0 = time.monotonic()
+            assert s.record_result(ResultRecord(plugin=HOT, version="v2", url="u2")) == JOURNALED
+            assert time.monotonic() - t0 < 10, "an outage must not block the caller for long"
+            assert s.apply_markers(MarkerUpdate(labels={"state": "a"})) == JOURNALED
+            assert s.apply_markers(MarkerUpdate(labels={"state": "b"},
+                                                annotations={"n": "1"})) == JOURNALED
+            assert s.record_result(ResultRecord(plugin=HOT, version="v3", url="u3",
+                                                success=False, message="x")) == JOURNALED
+            s.emit_event("ProbeFailed", "game did not answer", warning=True)
+            assert len(s.journal) >= 3
+            # the API is down: the latest successful result is still known locally
+            assert s.latest_for_pod(HOT).version == "v2"
+        assert s.flush(60), "journal not flushed after the API came back"
+        pod = admin.get_pod(name, ns)
+        ann = _annotation(pod)
+        assert (ann["version"], ann["success"], ann["lastGood"]["version"]) == ("v3", False, "v2")
+        assert pod["metadata"]["labels"]["state"] == "b"
+        assert pod["metadata"]["annotations"]["n"] == "1"
+        assert s.latest_for_workload(HOT).version == "v2"
+        reasons = [e["reason"] for e in admin.events_for(name, ns)]
+        assert reasons == ["HotUpdateSucceeded", "HotUpdateSucceeded", "HotUpdateFailed",
+                           "ProbeFailed"]
+        assert not list((tmp_path / "kube-journal").glob("*.json"))
+    finally:
+        s.close()
+
+
+_CHILD = textwrap.dedent("""
+    import sys, os
+    sys.path.insert(0, {repo!r})
+    from pathlib import Path
+    from kidecar_supervisor.plugin_api import PodIdentity
+    from kidecar_supervisor.storage.base import ResultRecord, StorageConfig, MarkerUpdate
+    from kidecar_supervisor.storage.inkube import InKubeStore
+    cfg = StorageConfig(type="InKube", result_configmap={cm!r}, result_namespace={ns!r})
+    s = InKubeStore(cfg, PodIdentity({name!r}, {ns!r}), Path({state!r}), kubeconfig={kc!r})
+    print(s.record_result(ResultRecord(plugin="hot_update", version="v5", url="u5")), flush=True)
+    print(s.apply_markers(MarkerUpdate(labels={{"restarted": "yes"}})), flush=True)
+    sys.stdin.read()  # wait to be killed
+""")
+
+
+@pytest.mark.slow
+def test_journal_survives_a_sidecar_killed_during_the_outage(kube_env, admin, tmp_path):
+    """First use while the API is down, then SIGKILL: a new store writes it all at start."""
+    ns, cm, name = kube_env.namespace, uid("res"), uid("kill")
+    admin.pod(name, ns, labels={"game.kruise.io/owner-gss": "phoenix"})
+    state = tmp_path / "state"
+    script = _CHILD.format(repo=str(REPO), cm=cm, ns=ns, name=name, state=str(state),
+                           kc=kube_env.admin_kubeconfig)
+    with kube_env.apiserver_outage():
+        proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == JOURNALED
+        assert proc.stdout.readline().strip() == JOURNALED
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert len(list((state / "kube-journal").glob("*.json"))) == 2
+    s = store(_cfg(cm, ns), name, ns, state, kube_env.admin_kubeconfig)  # the restart
+    try:
+        assert s.flush(60)
+        pod = admin.get_pod(name, ns)
+        assert _annotation(pod)["version"] == "v5"
+        assert pod["metadata"]["labels"]["restarted"] == "yes"
+        wl = admin.configmap(cm, ns)["data"][
+            codec.workload_key(HOT, ns, Workload("GameServerSet", "phoenix"))]
+        assert json.loads(wl)["version"] == "v5"
+    finally:
+        s.close()
+
+
+# -- the client and the coalescer, against a local HTTP server ---------------------
+
+class _Scripted(BaseHTTPRequestHandler):
+    """Answers from a script: a list of (status, headers, body) per request."""
+
+    script: list[tuple[int, dict[str, str], dict[str, Any]]] = []
+    seen: list[tuple[str, str, float]] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        type(self).seen.append((self.command, self.path, time.monotonic()))
+        status, headers, body = type(self).script.pop(0) if type(self).script else (
+            200, {}, {"kind": "Pod"})
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    do_GET = do_PATCH = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+    _Scripted.script, _Scripted.seen = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    from kubernetes.client import Configuration
+
+    cfg = Configuration()
+    cfg.host = f"http://127.0.0.1:{server.server_address[1]}"
+    yield KubeClient(cfg, retry=RetryPolicy(attempts=4, base=0.05, cap=0.2, deadline=10))
+    server.shutdown()
+
+
+POD_PATH = ResourcePath("", "v1", "pods", "ns", "p")
+
+
+def test_429_is_retried_after_retry_after(scripted):
+    status = {"kind": "Status", "reason": "TooManyRequests", "message": "slow down"}
+    _Scripted.script = [(429, {"Retry-After": "1"}, status), (503, {}, status)]
+    t0 = time.monotonic()
+    assert scripted.merge_patch(POD_PATH, {"metadata": {}}) == {"kind": "Pod"}
+    seen = _Scripted.seen
+    assert len(seen) == 3 and seen[0][:2] == ("PATCH", "/api/v1/namespaces/ns/pods/p")
+    assert seen[1][2] - seen[0][2] >= 0.95, "Retry-After: 1 was not honoured"
+    assert time.monotonic() - t0 < 5
+
+
+def test_retries_are_bounded(scripted):
+    status = {"kind": "Status", "reason": "InternalError", "message": "etcd down"}
+    _Scripted.script = [(500, {}, status)] * 10
+    with pytest.raises(KubeUnavailable, match="patch pods \"p\" in namespace \"ns\": 500"):
+        scripted.merge_patch(POD_PATH, {})
+    assert len(_Scripted.seen) == 4
+
+
+def test_a_long_retry_after_is_not_waited_for(scripted):
+    _Scripted.script = [(429, {"Retry-After": "120"}, {"message": "later"})]
+    t0 = time.monotonic()
+    with pytest.raises(KubeUnavailable) as info:
+        scripted.get(POD_PATH)
+    assert info.value.retry_after == 120 and time.monotonic() - t0 < 2
+
+
+def test_403_logs_the_missing_verb_and_resource(scripted, caplog):
+    msg = ('configmaps "sidecar-result" is forbidden: User "system:serviceaccount:g:kidecar" '
+           'cannot patch resource "configmaps" in API group "" in the namespace "kube-system"')
+    _Scripted.script = [(403, {}, {"kind": "Status", "reason": "Forbidden", "message": msg})]
+    with caplog.at_level(logging.ERROR, logger="kidecar.storage.kube"):
+        with pytest.raises(KubeForbidden):
+            scripted.merge_patch(ResourcePath("", "v1", "configmaps", "kube-system",
+                                              "sidecar-result"), {})
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("may not patch configmaps in namespace \"kube-system\"" in line
+               and "grant verb 'patch' on resource 'configmaps'" in line for line in lines), lines
+    assert len(_Scripted.seen) == 1, "a 403 is not retried"
+
+
+def test_unreachable_api_is_unavailable():
+    from kubernetes.client import Configuration
+
+    cfg = Configuration()
+    cfg.host = "http://127.0.0.1:9"  # discard port: connection refused
+    client = KubeClient(cfg, retry=RetryPolicy(attempts=2, base=0.01, cap=0.02))
+    with pytest.raises(KubeUnavailable, match="unreachable"):
+        client.get(POD_PATH)
+    assert client.requests == 2
+
+
+def test_coalescer_sends_one_request_per_burst_and_latest_value_wins():
+    sent: list[dict[str, Any]] = []
+    gate = threading.Event()
+
+    def send(patch: dict[str, Any]) -> str:
+        if not sent:
+            gate.wait(5)  # hold the first request in flight while the burst arrives
+        sent.append(patch)
+        return "ok"
+
+    c = Coalescer()
+    first = threading.Thread(target=c.submit, args=("pod", {"l": {"a": "0"}}, send))
+    first.start()
+    time.sleep(0.1)
+    results: list[str] = []
+    burst = [threading.Thread(target=lambda i=i: results.append(
+        c.submit("pod", {"l": {"a": str(i), f"k{i}": "x"}}, send))) for i in range(1, 21)]
+    for t in burst:
+        t.start()
+    time.sleep(0.2)
+    gate.set()
+    first.join()
+    for t in burst:
+        t.join()
+    assert len(sent) == 2 and results == ["ok"] * 20
+    assert sent[1]["l"]["a"] in {str(i) for i in range(1, 21)}
+    assert all(sent[1]["l"][f"k{i}"] == "x" for i in range(1, 21))
+
+
+def test_coalescer_hands_errors_to_every_caller():
+    def send(patch: dict[str, Any]) -> None:
+        raise KubeUnavailable("down")
+
+    with pytest.raises(KubeUnavailable):
+        Coalescer().submit("x", {"a": 1}, send)
