@@ -1,0 +1,157 @@
+"""config/rbac.yaml on a real API server: enough for everything kidecar does, nothing more.
+
+The sidecar authenticates as system:serviceaccount:kidecar-test:kidecar
+(kube_env.sidecar_kubeconfig); its only permissions are the applied manifest.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kidecar_supervisor.storage import result_codec as codec
+from kidecar_supervisor.storage.base import (
+    DEFAULT_RESULT_CONFIGMAP,
+    DEFAULT_RESULT_NAMESPACE,
+    JOURNALED,
+    WRITTEN,
+    MarkerUpdate,
+    ResultRecord,
+    StorageConfig,
+)
+from tests.inkube_support import Admin, store, uid
+
+REPO = Path(__file__).resolve().parent.parent
+HOT = "hot_update"
+RBAC = REPO / "config" / "rbac.yaml"
+
+
+def rbac_text(pod_namespace: str, result_namespace: str) -> str:
+    text = RBAC.read_text()
+    text = text.replace("${POD_NAMESPACE}", pod_namespace)
+    text = text.replace("${RESULT_NAMESPACE}", result_namespace)
+    assert "${" not in "\n".join(line for line in text.splitlines()
+                                 if not line.lstrip().startswith("#"))
+    return text
+
+
+@pytest.fixture(scope="module")
+def rbac(kube_env) -> list[dict[str, Any]]:
+    return kube_env.apply_yaml(rbac_text(kube_env.namespace, DEFAULT_RESULT_NAMESPACE))
+
+
+def _sidecar_requests(kube_env, since: float) -> list[dict[str, Any]]:
+    out = []
+    for ev in kube_env.audit_events(user=kube_env.sidecar_user):
+        stamp = calendar.timegm(time.strptime(ev["requestReceivedTimestamp"][:19],
+                                              "%Y-%m-%dT%H:%M:%S"))
+        if stamp >= since - 1:
+            out.append(ev)
+    return out
+
+
+def test_manifest_is_least_privilege(rbac):
+    kinds = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")) for o in rbac}
+    assert ("ServiceAccount", "kidecar", "kidecar-test") in kinds
+    assert ("RoleBinding", "kidecar-result-kidecar-test", "kube-system") in kinds
+    assert not any(k[0].startswith("Cluster") for k in kinds), "no cluster-wide grants"
+    for obj in rbac:
+        for rule in obj.get("rules", []):
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+            assert set(rule["verbs"]) <= {"get", "patch", "create"}, rule
+
+
+@pytest.mark.slow
+def test_sidecar_token_can_do_everything_the_store_does(kube_env, rbac, tmp_path):
+    admin = Admin(kube_env)
+    ns = kube_env.namespace
+    admin.delete_configmap(DEFAULT_RESULT_CONFIGMAP, DEFAULT_RESULT_NAMESPACE)  # test create
+    name = uid("rbac")
+    admin.pod(name, ns, labels={"game.kruise.io/owner-gss": "rbac"}, owner=("GameServer", name))
+    admin.gameserver(name, ns, {"containers": [{"name": "game", "image": "game:1"}]})
+    started = time.time()
+    kc = kube_env.sidecar_kubeconfig
+    s = store(StorageConfig(type="InKube", label_key="hot-version"), name, ns, tmp_path, kc)
+    s_list = store(StorageConfig(type="InKube", json_path="/spec/containers/0/image"),
+                   name, ns, tmp_path, kc)
+    try:
+        late = ResultRecord(plugin=HOT, version="v0", url="u0", timestamp=time.time() - 3600)
+        assert s.record_result(late) == WRITTEN  # conditional path: create, get + patch
+        assert s.record_result(ResultRecord(plugin=HOT, version="v1", url="u1")) == WRITTEN
+        assert s.record_result(ResultRecord(plugin=HOT, version="v2", success=False)) == WRITTEN
+        assert s.latest_for_pod(HOT).version == "v1"
+        assert s.latest_for_workload(HOT).version == "v1"
+        assert s.apply_markers(MarkerUpdate(labels={"idle": "true"}, annotations={"a": "b"},
+                                            target_value="WaitToBeDeleted")) == WRITTEN
+        assert s_list.apply_markers(MarkerUpdate(target_value="game:2")) == WRITTEN
+        s.emit_event("ProbeFailed", "no answer", warning=True)
+        s.emit_event("ProbeFailed", "no answer", warning=True)  # aggregated: patch
+        assert len(s.journal) == 0
+
+        assert admin.get_gameserver(name, ns)["spec"]["opsState"] == "WaitToBeDeleted"
+        assert admin.get_gameserver(name, ns)["spec"]["containers"][0]["image"] == "game:2"
+        cm = admin.configmap(DEFAULT_RESULT_CONFIGMAP, DEFAULT_RESULT_NAMESPACE)
+        assert codec.pod_key(HOT, ns, name) in cm["data"]
+        probe = [e for e in admin.events_for(name, ns) if e["reason"] == "ProbeFailed"]
+        assert len(probe) == 1 and probe[0]["count"] == 2
+
+        used = _sidecar_requests(kube_env, started)
+        denied = [(e["verb"], e["objectRef"].get("resource"), e["responseStatus"]["code"])
+                  for e in used if e["responseStatus"]["code"] in (401, 403)]
+        assert not denied, denied
+        verbs = {(e["verb"], e["objectRef"].get("resource")) for e in used if "objectRef" in e}
+        assert verbs <= {("get", "pods"), ("patch", "pods"), ("create", "events"),
+                         ("patch", "events"), ("get", "gameservers"), ("patch", "gameservers"),
+                         ("get", "configmaps"), ("patch", "configmaps"),
+                         ("create", "configmaps")}, verbs
+    finally:
+        s.close()
+        s_list.close()
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("DELETE", "/api/v1/namespaces/kidecar-test/pods/any", None),
+    ("GET", "/api/v1/namespaces/kidecar-test/pods", None),
+    ("GET", "/api/v1/namespaces/kidecar-test/secrets", None),
+    ("GET", "/api/v1/nodes", None),
+    ("PATCH", "/api/v1/namespaces/kidecar-test/configmaps/sidecar-result", {"data": {"a": "b"}}),
+    ("PATCH", "/api/v1/namespaces/kube-system/configmaps/coredns", {"data": {"a": "b"}}),
+    ("DELETE", "/api/v1/namespaces/kube-system/configmaps/sidecar-result", None),
+    ("PATCH", "/api/v1/namespaces/default/pods/any", {"metadata": {}}),
+    ("DELETE", "/apis/game.kruise.io/v1alpha1/namespaces/kidecar-test/gameservers/any", None),
+])
+def test_sidecar_token_is_denied_what_it_does_not_need(kube_env, rbac, method, path, body):
+    s = kube_env.session(as_admin=False)
+    r = s.request(method, kube_env.server + path,
+                  data=None if body is None else json.dumps(body),
+                  headers={"Content-Type": "application/merge-patch+json"}, timeout=30)
+    assert r.status_code == 403, (r.status_code, r.text[:300])
+
+
+def test_a_403_names_the_missing_verb_and_resource(kube_env, rbac, tmp_path, caplog):
+    admin = Admin(kube_env)
+    ns, name = kube_env.namespace, uid("deny")
+    admin.pod(name, ns)
+    cfg = StorageConfig(type="InKube", result_configmap=DEFAULT_RESULT_CONFIGMAP,
+                        result_namespace="default")  # no RoleBinding there
+    s = store(cfg, name, ns, tmp_path, kube_env.sidecar_kubeconfig)
+    try:
+        with caplog.at_level(logging.ERROR, logger="kidecar.storage.kube"):
+            status = s.record_result(ResultRecord(plugin=HOT, version="v1", url="u1"))
+        # the pod annotation was written; the ConfigMap part waits in the journal
+        assert status == JOURNALED
+        assert json.loads(admin.get_pod(name, ns)["metadata"]["annotations"][
+            codec.DEFAULT_ANNOTATION_KEY])["version"] == "v1"
+        entries = [e for _, e in s.journal.entries()]
+        assert entries and entries[0]["parts"] == ["configmap", "event"]
+        lines = [r.getMessage() for r in caplog.records]
+        assert any("may not patch configmaps in namespace \"default\"" in line
+                   and "config/rbac.yaml" in line for line in lines), lines
+    finally:
+        s.close()
