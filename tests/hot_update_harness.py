@@ -17,7 +17,7 @@ from typing import Any
 
 from kidecar_supervisor.config_reader import ConfigReader
 from kidecar_supervisor.plugin_api import PluginCallError, PluginContext, PodIdentity
-from kidecar_supervisor.storage.base import ResultRecord
+from kidecar_supervisor.storage.base import ResultRecord, ResultStore
 from kidecar_supervisor.storage.local import LocalStore
 from workers.hot_update.config import HotUpdateConfig
 from workers.hot_update.plugin import HotUpdatePlugin
@@ -41,10 +41,13 @@ class PluginRun:
     """One plugin instance, as one start of the plugin process would have it."""
 
     def __init__(self, config: dict[str, Any], state_dir: Path, pod: str = "pod-a",
-                 workload: str = "game-a") -> None:
+                 workload: str = "game-a", namespace: str = "default",
+                 store: ResultStore | None = None) -> None:
+        """``store`` defaults to a LocalStore in ``state_dir`` for ``workload``."""
         self.cfg = HotUpdateConfig.parse(ConfigReader(config, "plugins[0].config", "test.yaml"))
-        self.identity = PodIdentity(pod_name=pod, namespace="default")
-        self.store = LocalStore(self.cfg.storage, self.identity, state_dir, workload=workload)
+        self.identity = PodIdentity(pod_name=pod, namespace=namespace)
+        self.store: Any = store if store is not None else LocalStore(
+            self.cfg.storage, self.identity, state_dir, workload=workload)
         self.ready = threading.Event()
         self.gauges: dict[str, float] = {}
         self.ctx = PluginContext(

@@ -1,0 +1,189 @@
+"""hot_update with the InKube store on a real kube-apiserver (kube_env).
+
+The plugin runs in-process with a real InKubeStore (as the storage process
+would hold it); the pod objects exist in the API server (no kubelet: they stay
+Pending, which is all the store needs). Covers the acceptance of issue 4:
+restart → re-apply before ready (from the pod annotation, with the container's
+local state gone), a new pod of the same workload starts on its newest
+version, another workload is never restored, failures land on the pod, and an
+API outage journals the result, which appears once the API is back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_game import FakeGame
+from hot_update_harness import PluginRun, signal_config, wait_until
+from upstream_server import UpstreamServer
+
+from kidecar_supervisor.config_reader import ConfigReader
+from kidecar_supervisor.storage.base import StorageConfig
+from tests.inkube_support import Admin, store, uid
+
+pytestmark = pytest.mark.kube
+
+KEY = "sidecar.vke.volcengine.com/hot-update-result"
+OLD = b"image default\n"
+NEW = b"hot update v2\n"
+
+
+@pytest.fixture
+def admin(kube_env: Any) -> Admin:
+    return Admin(kube_env)
+
+
+@pytest.fixture
+def upstream() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+@pytest.fixture
+def file_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "downloads"
+    path.mkdir()
+    (path / "index.html").write_bytes(OLD)
+    return path
+
+
+@pytest.fixture
+def game(tmp_path: Path, file_dir: Path) -> Iterator[FakeGame]:
+    proc = FakeGame(tmp_path, file_dir / "index.html")
+    yield proc
+    proc.stop()
+
+
+class Cluster:
+    """Pods of workloads in kube_env, and plugin runs whose store is InKube."""
+
+    def __init__(self, kube_env: Any, admin: Admin, file_dir: Path, game: FakeGame,
+                 tmp_path: Path) -> None:
+        self.env = kube_env
+        self.admin = admin
+        self.ns = kube_env.namespace
+        self.cm = uid("result")
+        self.file_dir = file_dir
+        self.game = game
+        self.tmp = tmp_path
+
+    def pod(self, gss: str) -> str:
+        name = uid("gs")
+        self.admin.pod(name, self.ns, labels={"game.kruise.io/owner-gss": gss})
+        return name
+
+    def run(self, pod: str, state: str) -> PluginRun:
+        cfg = signal_config(self.file_dir, self.game.tag)
+        cfg["storageConfig"] = {"type": "InKube", "inKube": {
+            "annotationKey": KEY, "resultConfigMap": {"name": self.cm, "namespace": self.ns}}}
+        storage = StorageConfig.parse(ConfigReader(cfg["storageConfig"], "storageConfig"))
+        state_dir = self.tmp / state
+        inkube = store(storage, pod, self.ns, state_dir, self.env.admin_kubeconfig)
+        return PluginRun(cfg, state_dir, pod=pod, namespace=self.ns, store=inkube)
+
+    def annotation(self, pod: str) -> dict[str, Any] | None:
+        text = (self.admin.get_pod(pod, self.ns)["metadata"].get("annotations") or {}).get(KEY)
+        return json.loads(text) if text else None
+
+    def reasons(self, pod: str) -> list[str]:
+        return [e["reason"] for e in self.admin.events_for(pod, self.ns)]
+
+    def lose_the_file(self) -> None:
+        for entry in self.file_dir.iterdir():
+            entry.unlink()
+        (self.file_dir / "index.html").write_bytes(OLD)
+
+
+@pytest.fixture
+def cluster(kube_env: Any, admin: Admin, file_dir: Path, game: FakeGame,
+            tmp_path: Path) -> Cluster:
+    return Cluster(kube_env, admin, file_dir, game, tmp_path)
+
+
+def test_result_and_recovery_across_pods_and_workloads(cluster: Cluster,
+                                                        upstream: UpstreamServer) -> None:
+    url = upstream.add_file("index.html", NEW)
+    pod_a = cluster.pod("gss-one")
+    with cluster.run(pod_a, "a1") as run:
+        status, body = run.call({"version": "v2", "url": url})
+        assert status == 200 and body["recorded"] == "written", body
+    note = cluster.annotation(pod_a)
+    assert note is not None and (note["version"], note["success"], note["url"]) == (
+        "v2", True, url)
+    assert "HotUpdateSucceeded" in cluster.reasons(pod_a)
+
+    # the sidecar container restarts with its local state gone: the pod annotation
+    # brings v2 back before the plugin is ready
+    cluster.lose_the_file()
+    with cluster.run(pod_a, "a2") as run:
+        assert (cluster.file_dir / "index.html").read_bytes() == NEW
+        restore = run.status()["restore"]
+        assert (restore["state"], restore["scope"]) == ("applied", "pod")
+    assert upstream.count("/files/index.html") == 2
+
+    # a NEW pod of the same workload starts on the workload's newest version
+    cluster.lose_the_file()
+    pod_b = cluster.pod("gss-one")
+    with cluster.run(pod_b, "b") as run:
+        assert (cluster.file_dir / "index.html").read_bytes() == NEW
+        assert run.status()["restore"]["scope"] == "workload"
+    note_b = cluster.annotation(pod_b)
+    assert note_b is not None and note_b["version"] == "v2" and note_b["success"] is True
+
+    # a pod of another workload never gets it
+    cluster.lose_the_file()
+    pod_c = cluster.pod("gss-two")
+    with cluster.run(pod_c, "c") as run:
+        assert run.status()["restore"]["state"] == "nothing-recorded"
+    assert (cluster.file_dir / "index.html").read_bytes() == OLD
+    assert cluster.annotation(pod_c) is None
+    assert upstream.count("/files/index.html") == 3
+
+
+def test_failure_is_on_the_pod_and_keeps_last_good(cluster: Cluster,
+                                                   upstream: UpstreamServer) -> None:
+    url = upstream.add_file("index.html", NEW)
+    pod = cluster.pod("gss-fail")
+    with cluster.run(pod, "s") as run:
+        assert run.call({"version": "v2", "url": url})[0] == 200
+        status, body = run.call({"version": "v3", "url": upstream.url("status/404/index.html")})
+        assert status == 502 and body["recorded"] == "written", body
+    note = cluster.annotation(pod)
+    assert note is not None
+    assert (note["version"], note["success"]) == ("v3", False)
+    assert "upstream answered 404" in note["message"]
+    assert note["lastGood"]["version"] == "v2"
+    assert "HotUpdateFailed" in cluster.reasons(pod)
+    assert (cluster.file_dir / "index.html").read_bytes() == NEW
+
+
+@pytest.mark.slow
+def test_api_outage_update_happens_result_appears_later(cluster: Cluster,
+                                                        upstream: UpstreamServer) -> None:
+    url = upstream.add_file("index.html", NEW)
+    pod = cluster.pod("gss-outage")
+    with cluster.run(pod, "s") as run:
+        assert run.call({"version": "v1", "url": upstream.add_file("v1.html", OLD)})[0] == 200
+    with cluster.env.apiserver_outage():
+        run = cluster.run(pod, "s").start()
+        try:
+            status, body = run.call({"version": "v2", "url": url})
+            assert status == 200 and body["recorded"] == "journaled", body
+            cluster.game.wait_for(lambda r: r["content"] == NEW.decode())
+        finally:
+            run.stop()
+        # restarted while the API is still down: the journal brings v2 back before ready
+        cluster.lose_the_file()
+        with cluster.run(pod, "s") as again:
+            assert (cluster.file_dir / "index.html").read_bytes() == NEW
+            assert again.status()["version"] == "v2"
+    # the API is back: a store on the same state dir replays the journal
+    with cluster.run(pod, "s") as after:
+        after.store.flush(60)
+        wait_until(lambda: (cluster.annotation(pod) or {}).get("version") == "v2", timeout=60,
+                   what="the journaled result on the pod")
+        assert "HotUpdateSucceeded" in cluster.reasons(pod)
