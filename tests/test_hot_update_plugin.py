@@ -410,3 +410,40 @@ def test_memory_stays_flat_whatever_the_size(tmp_path: Path, upstream: UpstreamS
     downloaded, growth_mib = map(int, out.stdout.split())
     assert downloaded == size
     assert growth_mib <= 8, f"peak RSS grew by {growth_mib} MiB for a {size >> 20} MiB download"
+
+
+_FORKED_SIBLINGS = """
+import os, signal, subprocess, sys, time
+from workers.hot_update.reload import find_processes
+marker = sys.argv[1]
+sibling = os.fork()  # like the supervisor's other children: forked, same command line
+if sibling == 0:
+    time.sleep(30)
+    os._exit(0)
+game = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
+time.sleep(0.3)
+found = sorted(p.pid for p in find_processes(marker))
+print(found == [game.pid], sibling in found, os.getpid() in found)
+game.kill()
+os.kill(sibling, signal.SIGKILL)
+"""
+
+
+def test_kidecars_own_forked_processes_are_never_targets() -> None:
+    """processName matching the sidecar's own command line finds only other programs."""
+    marker = "shared-marker-7f3a"
+    out = subprocess.run([sys.executable, "-c", _FORKED_SIBLINGS, marker], capture_output=True,
+                         text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["True", "False", "False"], out.stdout + out.stderr
+
+
+def test_repost_with_a_checksum_not_yet_verified_downloads_again(
+        run: PluginRun, upstream: UpstreamServer) -> None:
+    url = upstream.add_file("index.html", NEW)
+    assert run.call({"version": "v2", "url": url})[1]["status"] == "updated"
+    sha = hashlib.sha256(NEW).hexdigest()
+    status, body = run.call({"version": "v2", "url": url, "sha256": sha})
+    assert status == 200 and body["status"] == "updated" and body["sha256"] == sha, body
+    assert upstream.count("/files/index.html") == 2
+    assert run.call({"version": "v2", "url": url, "sha256": sha})[1]["status"] == "unchanged"
+    assert upstream.count("/files/index.html") == 2

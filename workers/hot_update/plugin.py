@@ -162,8 +162,8 @@ class HotUpdatePlugin(Plugin):
         applied = self.updates.applied
         if applied is None or (applied.version, applied.url) != (request.version, request.url):
             return False
-        if request.sha256 and applied.sha256 and request.sha256 != applied.sha256:
-            return False
+        if request.sha256 and request.sha256 != applied.sha256:
+            return False  # a checksum we have not verified: download and verify it
         return self.slot.in_place(self.slot.read_manifest(), request.version, request.url)
 
     def _unchanged(self, request: UpdateRequest) -> dict[str, Any]:
@@ -305,7 +305,7 @@ class HotUpdatePlugin(Plugin):
         manifest = self.slot.read_manifest()
         if manifest and self.slot.in_place(manifest, manifest.version, manifest.url):
             self.updates.set_applied(Applied(manifest.version, manifest.url, manifest.file_name,
-                                             manifest.sha256, 0.0))
+                                             manifest.sha256, manifest.mtime_ns / 1e9))
 
     def _restore(self) -> None:
         """Re-apply the recorded version before becoming ready (see the module docstring)."""
@@ -336,6 +336,8 @@ class HotUpdatePlugin(Plugin):
         if record is None:
             self.updates.set_restore(state="nothing-recorded")
             return True, ""
+        if scope == "pod":
+            self.updates.seed_history([record])  # the store may keep no history of its own
         try:
             request = parse_update_request(
                 {"version": record.version, "url": record.url, "sha256": record.sha256 or None},

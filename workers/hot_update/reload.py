@@ -57,18 +57,32 @@ class ReloadOutcome:
 
 
 def find_processes(process_name: str) -> list[psutil.Process]:
-    """Live processes whose command line contains ``process_name``, minus us and our ancestors."""
+    """Live processes whose command line contains ``process_name``, never kidecar's own.
+
+    Excluded: this process, its ancestors (the supervisor) and every process
+    with exactly our command line: the supervisor forks its children without
+    exec, so the HTTP and storage processes carry the same command line as
+    this one, while a program the ``binary`` plugin runs has its own.
+    """
     me = psutil.Process()
     excluded = {me.pid, *(p.pid for p in _parents(me))}
+    own_cmdline = _cmdline(me)
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         info = proc.info
         if info["pid"] in excluded or info["status"] == psutil.STATUS_ZOMBIE:
             continue
         cmdline = " ".join(info["cmdline"] or ())
-        if process_name in cmdline:
+        if process_name in cmdline and cmdline != own_cmdline:
             found.append(proc)
     return found
+
+
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def _parents(proc: psutil.Process) -> list[psutil.Process]:
