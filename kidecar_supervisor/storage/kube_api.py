@@ -152,6 +152,7 @@ class KubeClient:
         self._forbidden_logged: dict[tuple[str, str], float] = {}
         self._on_answer: list[Callable[[], None]] = []
         self._discovery: dict[tuple[str, str], dict[str, bool]] = {}
+        self._discovery_lock = threading.Lock()
 
     # -- construction ------------------------------------------------------------
     @classmethod
@@ -202,18 +203,19 @@ class KubeClient:
     def resources(self, group: str, version: str) -> dict[str, bool]:
         """Discovery: resource name → namespaced, for group/version (cached)."""
         key = (group, version)
-        with self._lock:
+        with self._discovery_lock:  # single flight: a burst of first uses asks once
             cached = self._discovery.get(key)
-        if cached is not None:
-            return cached
-        url = f"/api/{version}" if not group else f"/apis/{group}/{version}"
-        what = ResourcePath(group, version, "")
-        body = self._send("GET", url, what, None, None, None, self.retry, "discovery")
-        found = {r["name"]: bool(r.get("namespaced")) for r in (body or {}).get("resources", [])
-                 if isinstance(r, dict) and "name" in r}
-        with self._lock:
+            if cached is not None:
+                return cached
+            url = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+            what = ResourcePath(group, version, "")
+            body = self._send("GET", url, what, None, None, None, self.retry,
+                              f"discovery of {url}")
+            found = {r["name"]: bool(r.get("namespaced"))
+                     for r in (body or {}).get("resources", [])
+                     if isinstance(r, dict) and "name" in r}
             self._discovery[key] = found
-        return found
+            return found
 
     def request(self, method: str, path: ResourcePath, body: Any = None,
                 content_type: str | None = None, query: dict[str, str] | None = None,
