@@ -21,7 +21,6 @@ from typing import Any
 from kidecar_supervisor.config_reader import ConfigReader
 from kidecar_supervisor.plugin_api import PluginContext, PodIdentity
 from kidecar_supervisor.storage.base import (
-    WRITTEN,
     MarkerUpdate,
     ResultRecord,
     ResultStore,
@@ -42,7 +41,8 @@ class CountingStore(ResultStore):
         self.calls: list[MarkerUpdate] = []
         self.attempts = 0
         self.fail = False
-        self.result = WRITTEN
+        #: when set, returned instead of the inner store's answer (e.g. JOURNALED)
+        self.result: str | None = None
         self._lock = threading.Lock()
 
     def apply_markers(self, update: MarkerUpdate) -> str:
@@ -51,8 +51,8 @@ class CountingStore(ResultStore):
             if self.fail:
                 raise ConnectionError("store unavailable")
             self.calls.append(copy.deepcopy(update))
-        self.inner.apply_markers(update)
-        return self.result
+        answer = self.inner.apply_markers(update)
+        return self.result or answer
 
     def record_result(self, record: ResultRecord) -> str:
         return self.inner.record_result(record)
@@ -101,18 +101,19 @@ def parse_config(config: dict[str, Any]) -> HttpProbeConfig:
 def run_plugin(
     config: dict[str, Any], state_dir: Path,
     store_factory: Callable[[StorageConfig], ResultStore] | None = None,
+    identity: PodIdentity = IDENTITY,
 ) -> Iterator[Running]:
     """Run the plugin on ``config`` with counting LocalStores (or ``store_factory``'s)."""
     stores: dict[StorageConfig, CountingStore] = {}
     gauges: list[tuple[str, float, dict[str, str]]] = []
 
     def factory(cfg: StorageConfig) -> ResultStore:
-        inner = store_factory(cfg) if store_factory else LocalStore(cfg, IDENTITY, state_dir)
+        inner = store_factory(cfg) if store_factory else LocalStore(cfg, identity, state_dir)
         stores[cfg] = CountingStore(inner)
         return stores[cfg]
 
     ctx = PluginContext(
-        name="http_probe", config=parse_config(config), state_dir=state_dir, identity=IDENTITY,
+        name="http_probe", config=parse_config(config), state_dir=state_dir, identity=identity,
         logger=logging.getLogger("kidecar.plugin.http_probe"), _store_factory=factory,
         _metrics_cb=lambda name, value, labels: gauges.append((name, value, labels)),
     )
