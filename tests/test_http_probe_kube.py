@@ -50,10 +50,11 @@ def pod(kube_env: Any, rbac: None) -> Iterator[str]:
     name = f"game-{uuid.uuid4().hex[:8]}"
     api = kube_env.admin_api()
     ns = kube_env.namespace
-    client.CoreV1Api(api).create_namespaced_pod(ns, {
+    manifest: Any = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {"containers": [{"name": "game", "image": "game:latest"}]},
-    })
+    }
+    client.CoreV1Api(api).create_namespaced_pod(ns, manifest)
     client.CustomObjectsApi(api).create_namespaced_custom_object(*GS, ns, "gameservers", {
         "apiVersion": "game.kruise.io/v1alpha1", "kind": "GameServer",
         "metadata": {"name": name}, "spec": {"opsState": "None"},
@@ -71,13 +72,13 @@ def game() -> Iterator[GameEndpoint]:
 
 
 def ops_state(kube_env: Any, name: str) -> str:
-    gs = client.CustomObjectsApi(kube_env.admin_api()).get_namespaced_custom_object(
+    gs: Any = client.CustomObjectsApi(kube_env.admin_api()).get_namespaced_custom_object(
         *GS, kube_env.namespace, "gameservers", name)
     return str(gs["spec"].get("opsState"))
 
 
 def pod_meta(kube_env: Any, name: str) -> tuple[dict[str, str], dict[str, str]]:
-    p = client.CoreV1Api(kube_env.admin_api()).read_namespaced_pod(name, kube_env.namespace)
+    p: Any = client.CoreV1Api(kube_env.admin_api()).read_namespaced_pod(name, kube_env.namespace)
     return dict(p.metadata.labels or {}), dict(p.metadata.annotations or {})
 
 
