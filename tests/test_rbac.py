@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,12 @@ from kidecar_supervisor.storage.base import (
     MarkerUpdate,
     ResultRecord,
     StorageConfig,
+)
+from kidecar_supervisor.storage.kube_api import (
+    KubeClient,
+    KubeError,
+    KubeForbidden,
+    ResourcePath,
 )
 from tests.inkube_support import Admin, store, uid
 
@@ -155,3 +162,35 @@ def test_a_403_names_the_missing_verb_and_resource(kube_env, rbac, tmp_path, cap
                    and "config/rbac.yaml" in line for line in lines), lines
     finally:
         s.close()
+
+
+def test_in_cluster_config_uses_the_service_account_token(kube_env, rbac, tmp_path,
+                                                          monkeypatch):
+    admin = Admin(kube_env)
+    ns, name = kube_env.namespace, uid("incluster")
+    admin.pod(name, ns)
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(kube_env.sidecar_token)
+    shutil.copy(kube_env.ca_file, sa / "ca.crt")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(kube_env.apiserver_port))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "not-used"))
+    client = KubeClient.from_environment(service_account_dir=str(sa))
+    assert client.get(ResourcePath("", "v1", "pods", ns, name))["metadata"]["name"] == name
+    with pytest.raises(KubeForbidden):  # it really is the ServiceAccount
+        client.get(ResourcePath("", "v1", "secrets", ns))
+
+
+def test_kubeconfig_fallback_and_a_clear_error_without_config(kube_env, rbac, tmp_path,
+                                                              monkeypatch):
+    admin = Admin(kube_env)
+    ns, name = kube_env.namespace, uid("kcfg")
+    admin.pod(name, ns)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", kube_env.sidecar_kubeconfig)
+    client = KubeClient.from_environment()
+    assert client.get(ResourcePath("", "v1", "pods", ns, name))["metadata"]["name"] == name
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    with pytest.raises(KubeError, match="not in a cluster and kubeconfig .*missing"):
+        KubeClient.from_environment()

@@ -35,6 +35,7 @@ log = logging.getLogger("kidecar.storage.kube")
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 _VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: how often the same missing permission is logged again
 _FORBIDDEN_LOG_INTERVAL = 60.0
 
@@ -135,7 +136,7 @@ class KubeClient:
     """Thread-safe JSON client on one connection pool; counts its requests."""
 
     def __init__(self, configuration: Any, retry: RetryPolicy | None = None,
-                 timeout: tuple[float, float] = (5.0, 30.0)) -> None:
+                 timeout: tuple[float, float] = (5.0, 10.0)) -> None:
         from kubernetes.client import rest
 
         configuration.retries = False  # we retry ourselves, with backoff and a deadline
@@ -156,19 +157,28 @@ class KubeClient:
 
     # -- construction ------------------------------------------------------------
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None, **kwargs: Any) -> KubeClient:
+    def from_environment(cls, kubeconfig: str | None = None,
+                         service_account_dir: str = SERVICE_ACCOUNT_DIR,
+                         **kwargs: Any) -> KubeClient:
         """In-cluster config (ServiceAccount token) when running in a pod, else kubeconfig.
 
-        ``kubeconfig`` defaults to ``$KUBECONFIG`` read now (the kubernetes
-        package reads it once at import), then ``~/.kube/config``.
+        In a pod (``KUBERNETES_SERVICE_HOST`` set, no explicit ``kubeconfig``)
+        the projected token is re-read when it expires. ``kubeconfig``
+        defaults to ``$KUBECONFIG`` read now (the kubernetes package reads it
+        once at import), then ``~/.kube/config``.
         """
         from kubernetes import config as kconfig
         from kubernetes.client import Configuration
+        from kubernetes.config.incluster_config import InClusterConfigLoader
 
         configuration = Configuration()
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             try:
-                kconfig.load_incluster_config(client_configuration=configuration)
+                InClusterConfigLoader(
+                    token_filename=os.path.join(service_account_dir, "token"),
+                    cert_filename=os.path.join(service_account_dir, "ca.crt"),
+                    try_refresh_token=True,
+                ).load_and_set(configuration)
                 return cls(configuration, **kwargs)
             except kconfig.ConfigException as exc:
                 log.info("in-cluster config unusable (%s); trying kubeconfig", exc)
