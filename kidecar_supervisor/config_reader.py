@@ -10,6 +10,7 @@ Keys match case-insensitively because the seed documents spell the same key
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import re
 from collections.abc import Iterable
@@ -41,23 +42,23 @@ def join_path(base: str, key: str | int) -> str:
 class ConfigReader:
     """A view on one mapping of the config, remembering where it sits."""
 
-    def __init__(self, data: Any, path: str = "", source: str = "") -> None:
+    def __init__(self, data: Any, path: builtins.str = "", source: builtins.str = "") -> None:
         self.path = path
         self.source = source
         if data is None:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"must be a mapping, got {_kind(data)}", path, source)
-        self._data: dict[str, Any] = data
+        self._data: dict[builtins.str, Any] = data
         self._by_folded = {str(k).lower(): str(k) for k in data}
-        self._used: set[str] = set()
-        self._asked: set[str] = set()
+        self._used: set[builtins.str] = set()
+        self._asked: set[builtins.str] = set()
 
     # -- lookup -----------------------------------------------------------
-    def has(self, *names: str) -> bool:
+    def has(self, *names: builtins.str) -> bool:
         return self._find(names) is not None
 
-    def raw(self, *names: str, default: Any = _MISSING) -> Any:
+    def raw(self, *names: builtins.str, default: Any = _MISSING) -> Any:
         """The value under the first of ``names`` present (case-insensitive)."""
         key = self._find(names)
         if key is None:
@@ -67,7 +68,7 @@ class ConfigReader:
         self._used.add(key)
         return self._data[key]
 
-    def _find(self, names: Iterable[str]) -> str | None:
+    def _find(self, names: Iterable[builtins.str]) -> builtins.str | None:
         for name in names:
             self._asked.add(name)
             key = self._by_folded.get(name.lower())
@@ -75,19 +76,19 @@ class ConfigReader:
                 return key
         return None
 
-    def field_path(self, name: str | int) -> str:
+    def field_path(self, name: builtins.str | builtins.int) -> str:
         return join_path(self.path, name)
 
-    def error(self, name: str | int, problem: str) -> ConfigError:
+    def error(self, name: builtins.str | builtins.int, problem: str) -> ConfigError:
         return ConfigError(problem, self.field_path(name), self.source)
 
     # -- typed accessors ----------------------------------------------------
     def str(
         self,
-        *names: str,
+        *names: builtins.str,
         default: Any = _MISSING,
-        choices: Iterable[str] | None = None,
-        pattern: str | None = None,
+        choices: Iterable[builtins.str] | None = None,
+        pattern: builtins.str | None = None,
         allow_empty: bool = False,
     ) -> Any:
         value = self.raw(*names, default=default)
@@ -109,7 +110,7 @@ class ConfigReader:
         return value
 
     def int(
-        self, *names: str, default: Any = _MISSING, minimum: int | None = None,
+        self, *names: builtins.str, default: Any = _MISSING, minimum: int | None = None,
         maximum: int | None = None,
     ) -> Any:
         value = self.raw(*names, default=default)
@@ -124,7 +125,7 @@ class ConfigReader:
         return value
 
     def number(
-        self, *names: str, default: Any = _MISSING, minimum: float | None = None,
+        self, *names: builtins.str, default: Any = _MISSING, minimum: float | None = None,
         maximum: float | None = None, positive: bool = False,
     ) -> Any:
         value = self.raw(*names, default=default)
@@ -140,7 +141,7 @@ class ConfigReader:
         self._check_range(names[0], value, minimum, maximum)
         return value
 
-    def bool(self, *names: str, default: Any = _MISSING) -> Any:
+    def bool(self, *names: builtins.str, default: Any = _MISSING) -> Any:
         value = self.raw(*names, default=default)
         if isinstance(value, bool):
             return value
@@ -150,7 +151,7 @@ class ConfigReader:
             return value.lower() == "true"
         raise self.error(names[0], f"must be true or false, got {value!r}")
 
-    def str_map(self, *names: str, default: Any = _MISSING) -> Any:
+    def str_map(self, *names: builtins.str, default: Any = _MISSING) -> Any:
         value = self.raw(*names, default=default)
         if value is default and default is not _MISSING:
             return value
@@ -158,14 +159,14 @@ class ConfigReader:
             return {}
         if not isinstance(value, dict):
             raise self.error(names[0], f"must be a mapping of strings, got {_kind(value)}")
-        out: dict[str, str] = {}
+        out: dict[builtins.str, builtins.str] = {}
         for k, v in value.items():
             if isinstance(v, bool) or not isinstance(v, str | int | float):
                 raise self.error(names[0], f"value of {k!r} must be a string, got {_kind(v)}")
             out[str(k)] = str(v)
         return out
 
-    def str_list(self, *names: str, default: Any = _MISSING) -> Any:
+    def str_list(self, *names: builtins.str, default: Any = _MISSING) -> Any:
         value = self.raw(*names, default=default)
         if value is default and default is not _MISSING:
             return value
@@ -183,7 +184,7 @@ class ConfigReader:
             out.append(str(item))
         return out
 
-    def child(self, *names: str, required: bool = False) -> ConfigReader | None:
+    def child(self, *names: builtins.str, required: builtins.bool = False) -> ConfigReader | None:
         """The nested mapping under ``names``, or None when absent and optional."""
         value = self.raw(*names, default=_MISSING if required else None)
         if value is None:
@@ -191,7 +192,7 @@ class ConfigReader:
         key = self._find(names)
         return ConfigReader(value, self.field_path(key or names[0]), self.source)
 
-    def children(self, *names: str, required: bool = False) -> list[ConfigReader]:
+    def children(self, *names: builtins.str, required: builtins.bool = False) -> list[ConfigReader]:
         """Each mapping of the list under ``names``."""
         value = self.raw(*names, default=_MISSING if required else None)
         if value is None:
@@ -204,7 +205,7 @@ class ConfigReader:
             for i, item in enumerate(value)
         ]
 
-    def reject_unknown(self, ignore: Iterable[str] = ()) -> None:
+    def reject_unknown(self, ignore: Iterable[builtins.str] = ()) -> None:
         """Refuse keys nobody read: a typo must not silently become a default."""
         ignored = {name.lower() for name in ignore}
         for key in self._data:
@@ -215,7 +216,7 @@ class ConfigReader:
             raise self.error(str(key), f"unknown field{suffix}")
 
     def _check_range(
-        self, name: str, value: float, minimum: float | None, maximum: float | None
+        self, name: builtins.str, value: float, minimum: float | None, maximum: float | None
     ) -> None:
         if minimum is not None and value < minimum:
             raise self.error(name, f"must be at least {minimum}, got {value}")

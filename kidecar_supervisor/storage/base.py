@@ -103,9 +103,8 @@ class StorageConfig:
                 )
                 result.reject_unknown()
             if values["json_path"] and not values["json_path"].startswith("/"):
-                raise inkube.error(
-                    "jsonPath", f"must be a JSON pointer starting with '/', got {values['json_path']!r}"
-                )
+                raise inkube.error("jsonPath", "must be a JSON pointer starting with '/', "
+                                   f"got {values['json_path']!r}")
             inkube.reject_unknown()
         reader.reject_unknown()
         return cls(**values)
@@ -169,7 +168,7 @@ class ResultStore(abc.ABC):
 
     @abc.abstractmethod
     def latest_for_workload(self, plugin: str) -> ResultRecord | None:
-        """The newest *successful* result any pod of this pod's workload reached (never another workload's)."""
+        """The newest *successful* result any pod of this workload reached (never another's)."""
 
     @abc.abstractmethod
     def apply_markers(self, update: MarkerUpdate) -> str:

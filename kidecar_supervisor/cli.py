@@ -1,0 +1,223 @@
+"""The ``kidecar`` command: run the sidecar, validate configs, talk to a running one.
+
+Exit codes scripts can rely on: 0 success; 1 the operation failed (bad config,
+unhealthy, refused); 2 usage error; 3 the sidecar could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+DEFAULT_STATE_DIR = "/var/lib/kidecar"
+
+
+def _default_url() -> str:
+    return os.environ.get("KIDECAR_URL") or f"http://127.0.0.1:{os.environ.get('KIDECAR_PORT', '5000')}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kidecar", description="Sidecar for game servers on Kubernetes (OpenKruise Game).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the sidecar (supervisor, HTTP API, plugins)")
+    run.add_argument("--config", help="config file (default: $KIDECAR_CONFIG or "
+                                      "/opt/sidecar/config.yaml)")
+    run.add_argument("--port", type=int, help="HTTP port (default: $KIDECAR_PORT, config "
+                                              "http.port, 5000)")
+    run.add_argument("--host", help="HTTP bind address (default: config http.host, 0.0.0.0)")
+    run.add_argument("--state-dir", help="local state: results, journal, control socket "
+                                         f"(default: $KIDECAR_STATE_DIR or {DEFAULT_STATE_DIR})")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+    validate = commands.add_parser("validate", help="check a config file; exit 0 or 1")
+    validate.add_argument("config", help="config file to check")
+
+    for name, text in (("status", "show the plugins of a running sidecar"),
+                       ("restart", "restart one plugin of a running sidecar"),
+                       ("hot-update", "ask a running sidecar for a hot update")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--url", default=_default_url(),
+                         help="sidecar base URL (default: $KIDECAR_URL or http://127.0.0.1:$KIDECAR_PORT)")
+        sub.add_argument("--token", default=os.environ.get("KIDECAR_TOKEN", ""),
+                         help="bearer token (default: $KIDECAR_TOKEN)")
+        sub.add_argument("--json", action="store_true", help="print the raw JSON answer")
+        if name == "restart":
+            sub.add_argument("name", help="plugin name")
+        if name == "hot-update":
+            sub.add_argument("--version", required=True, dest="update_version",
+                             help="version, e.g. v2")
+            sub.add_argument("--file-url", "--from", dest="file_url", required=True,
+                             help="URL of the new file")
+            sub.add_argument("--sha256", help="expected sha256 of the file")
+
+    health = commands.add_parser(
+        "health", help="ask this container's own supervisor (control socket) if it is healthy")
+    health.add_argument("--state-dir", help="state dir of the sidecar to ask")
+    health.add_argument("--ready", action="store_true", help="check readiness instead")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status,
+                "restart": cmd_restart, "hot-update": cmd_hot_update, "health": cmd_health}
+    return int(handlers[args.command](args))
+
+
+def _state_dir(value: str | None) -> Path:
+    return Path(value or os.environ.get("KIDECAR_STATE_DIR") or DEFAULT_STATE_DIR).absolute()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # the supervisor imports what every child shares *before* it forks them
+    from kidecar_supervisor.config import config_path, load_config
+    from kidecar_supervisor.config_reader import ConfigError
+    from kidecar_supervisor.http_app import load_token
+    from kidecar_supervisor.structured_log import setup_logging
+    from kidecar_supervisor.supervisor import RunOptions, Supervisor
+
+    path = config_path(args.config)
+    try:
+        config = load_config(path)
+        preflight(config)
+    except ConfigError as exc:
+        print(f"kidecar: invalid config: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    setup_logging(args.log_level or config.log_level)
+    port = args.port or int(os.environ.get("KIDECAR_PORT") or config.http.port)
+    try:
+        token = load_token(config.http.token, config.http.token_file)
+    except OSError as exc:
+        print(f"kidecar: cannot read token file: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    options = RunOptions(state_dir=_state_dir(args.state_dir), port=port,
+                         host=args.host or config.http.host, token=token)
+    try:
+        options.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"kidecar: cannot use state dir {options.state_dir}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        return Supervisor(config, options).run()
+    except OSError as exc:
+        print(f"kidecar: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def preflight(config: Any) -> None:
+    """Checks only a real start needs (a program must exist on this machine)."""
+    import shutil
+
+    from kidecar_supervisor.config_reader import ConfigError
+
+    for spec in config.plugins:
+        if spec.is_binary and spec.enabled:
+            path = spec.config.path
+            if shutil.which(path) is None:
+                raise ConfigError(f"program {path!r} not found or not executable",
+                                  f"{spec.field_path}.binary.path", config.source)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from kidecar_supervisor.config import load_config
+    from kidecar_supervisor.config_reader import ConfigError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    names = ", ".join(f"{p.name} (bootOrder {p.boot_order})" for p in config.plugins) or "none"
+    print(f"ok: {args.config}: plugins: {names}")
+    return EXIT_OK
+
+
+def _http(args: argparse.Namespace, method: str, path: str,
+          data: dict[str, Any] | None = None) -> tuple[int, Any]:
+    import requests
+
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    try:
+        response = requests.request(method, args.url.rstrip("/") + path, json=data,
+                                    headers=headers, timeout=(3, 3600))
+    except requests.RequestException as exc:
+        print(f"kidecar: cannot reach the sidecar at {args.url}: {exc}", file=sys.stderr)
+        return -1, None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text}
+    return response.status_code, body
+
+
+def _finish(status: int, body: Any, as_json: bool, ok_text: str = "") -> int:
+    if status < 0:
+        return EXIT_UNREACHABLE
+    if status >= 400:
+        message = body.get("error") if isinstance(body, dict) else body
+        print(f"kidecar: HTTP {status}: {message}", file=sys.stderr)
+        if as_json:
+            print(json.dumps(body, indent=2))
+        return EXIT_FAILED
+    print(json.dumps(body, indent=2) if as_json or not ok_text else ok_text)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status, body = _http(args, "GET", "/plugins")
+    if status != 200 or args.json:
+        return _finish(status, body, args.json)
+    rows = [("NAME", "STATE", "PID", "RESTARTS", "UPTIME", "LAST ERROR")]
+    for p in body:
+        rows.append((p["name"], p["state"], str(p.get("pid") or "-"), str(p["restarts"]),
+                     f"{p.get('uptime') or 0:.0f}s", (p.get("lastError") or "")[:60]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    status, body = _http(args, "POST", f"/plugins/{args.name}/restart")
+    return _finish(status, body, args.json, f"restarting {args.name}")
+
+
+def cmd_hot_update(args: argparse.Namespace) -> int:
+    data = {"version": args.update_version, "url": args.file_url}
+    if args.sha256:
+        data["sha256"] = args.sha256
+    status, body = _http(args, "POST", "/hot-update", data)
+    return _finish(status, body, True)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from kidecar_supervisor.control_channel import (
+        ControlClient,
+        ControlError,
+        control_socket_path,
+        read_authkey,
+    )
+
+    state_dir = _state_dir(args.state_dir)
+    try:
+        client = ControlClient(control_socket_path(state_dir), read_authkey(state_dir))
+        reply = client.request({"op": "ready" if args.ready else "health"}, timeout=2.0)
+    except (OSError, ControlError) as exc:
+        print(f"kidecar: no supervisor answers in {state_dir}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if reply.get("ok"):
+        print("ok")
+        return EXIT_OK
+    print(f"unhealthy: {reply.get('error')}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The sidecar config document (DESIGN §3): load, validate, type.
+
+Everything is checked before any plugin starts, so a bad ConfigMap fails the
+container at once with one message naming file, field path and problem,
+instead of a half-started sidecar.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kidecar_supervisor.config_reader import ConfigError, ConfigReader
+from kidecar_supervisor.plugin_api import Plugin
+from kidecar_supervisor.registry import UnknownPlugin, load_plugin_class
+
+DEFAULT_CONFIG_PATH = "/opt/sidecar/config.yaml"
+RESTART_POLICIES = ("Always", "OnFailure", "Never")
+START_ORDERS = ("Before", "After")
+_PLUGIN_NAME = r"[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?"
+# Kubernetes resource.Quantity: a decimal with a binary/decimal SI suffix or an exponent
+_QUANTITY = r"[+]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?"
+
+
+@dataclass(frozen=True)
+class RestartSettings:
+    """How one plugin is restarted; top-level values are every plugin's default."""
+
+    policy: str = "Always"
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+    backoff_reset_seconds: float = 60.0
+    max_restarts: int = 10
+    restart_window_seconds: float = 300.0
+    heartbeat_timeout_seconds: float = 30.0
+    stop_grace_seconds: float = 10.0
+
+    @classmethod
+    def parse(cls, reader: ConfigReader, base: RestartSettings) -> RestartSettings:
+        return cls(
+            policy=reader.str("restartPolicy", default=base.policy, choices=RESTART_POLICIES),
+            backoff_seconds=reader.number(
+                "backoffSeconds", default=base.backoff_seconds, minimum=0),
+            max_backoff_seconds=reader.number(
+                "maxBackoffSeconds", default=base.max_backoff_seconds, minimum=0),
+            backoff_reset_seconds=reader.number(
+                "backoffResetSeconds", default=base.backoff_reset_seconds, positive=True),
+            max_restarts=reader.int("maxRestarts", default=base.max_restarts, minimum=0),
+            restart_window_seconds=reader.number(
+                "restartWindowSeconds", default=base.restart_window_seconds, positive=True),
+            heartbeat_timeout_seconds=reader.number(
+                "heartbeatTimeoutSeconds", default=base.heartbeat_timeout_seconds, positive=True),
+            stop_grace_seconds=reader.number(
+                "stopGraceSeconds", default=base.stop_grace_seconds, minimum=0),
+        )
+
+
+RESTART_KEYS = (
+    "restartPolicy", "backoffSeconds", "maxBackoffSeconds", "backoffResetSeconds",
+    "maxRestarts", "restartWindowSeconds", "heartbeatTimeoutSeconds", "stopGraceSeconds",
+)
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One entry of ``plugins:``, validated."""
+
+    name: str
+    boot_order: int
+    plugin_class: type[Plugin]
+    config: Any
+    restart: RestartSettings
+    field_path: str
+    enabled: bool = True
+
+    @property
+    def is_binary(self) -> bool:
+        return bool(getattr(self.plugin_class, "runs_external_program", False))
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    port: int = 5000
+    host: str = "0.0.0.0"
+    threads: int = 8
+    token: str = ""
+    token_file: str = ""
+    graceful_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    plugins: tuple[PluginSpec, ...]
+    restart: RestartSettings = field(default_factory=RestartSettings)
+    resources: dict[str, str] = field(default_factory=dict)
+    sidecar_start_order: str = "Before"
+    http: HttpSettings = field(default_factory=HttpSettings)
+    log_level: str = "info"
+    source: str = ""
+
+    def plugin(self, name: str) -> PluginSpec | None:
+        return next((p for p in self.plugins if p.name == name), None)
+
+
+def config_path(cli_value: str | None) -> str:
+    """``--config`` wins over ``KIDECAR_CONFIG`` over the seeds' mount path."""
+    return cli_value or os.environ.get("KIDECAR_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str | os.PathLike[str]) -> SidecarConfig:
+    """Read and validate ``path``; ConfigError names file, field and problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found (set --config or KIDECAR_CONFIG)", "", source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read file: {exc}", "", source) from None
+    return parse_config_text(text, source)
+
+
+def parse_config_text(text: str, source: str = "<config>") -> SidecarConfig:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML: {where}{problem}", "", source) from None
+    document, prefix = _unwrap_configmap(document, source)
+    return parse_config(document, source, prefix)
+
+
+def _unwrap_configmap(document: Any, source: str) -> tuple[Any, str]:
+    """Accept a whole ConfigMap manifest too: its ``data`` holds the real document."""
+    if not (isinstance(document, dict) and document.get("kind") == "ConfigMap"):
+        return document, ""
+    data = document.get("data") or {}
+    key = "config.yaml" if "config.yaml" in data else next(iter(data), None)
+    if key is None or not isinstance(data.get(key), str):
+        raise ConfigError("ConfigMap has no config document in data", "data", source)
+    prefix = f'data["{key}"]'
+    try:
+        return yaml.safe_load(data[key]), prefix
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", prefix, source) from None
+
+
+def parse_config(document: Any, source: str = "<config>", prefix: str = "") -> SidecarConfig:
+    root = ConfigReader(document, prefix, source)
+    restart = RestartSettings.parse(root, RestartSettings())
+    resources = _parse_resources(root)
+    start_order = root.str("sidecarStartOrder", default="Before", choices=START_ORDERS)
+    http = _parse_http(root.child("http"))
+    log_level = root.str(
+        "logLevel", default="info", choices=("debug", "info", "warning", "error"))
+    plugins = tuple(_parse_plugin(r, restart) for r in root.children("plugins"))
+    _check_unique_names(plugins, root)
+    root.reject_unknown()
+    return SidecarConfig(
+        plugins=plugins, restart=restart, resources=resources, sidecar_start_order=start_order,
+        http=http, log_level=log_level, source=source,
+    )
+
+
+def _parse_plugin(reader: ConfigReader, defaults: RestartSettings) -> PluginSpec:
+    name = reader.str("name", pattern=_PLUGIN_NAME)
+    binary = reader.child("binary")
+    try:
+        plugin_class = load_plugin_class("binary" if binary is not None else name)
+    except UnknownPlugin as exc:
+        raise reader.error("name", str(exc)) from None
+    if getattr(plugin_class, "internal", False):
+        raise reader.error("name", f"{name!r} is internal to kidecar and cannot be configured")
+    config_reader = binary if binary is not None else reader.child("config")
+    if config_reader is None:
+        config_reader = ConfigReader({}, reader.field_path("config"), reader.source)
+    if binary is not None and reader.has("config"):
+        raise reader.error("config", "a binary plugin takes its settings under 'binary:' only")
+    config = plugin_class.config_type.parse(config_reader)  # type: ignore[attr-defined]
+    spec = PluginSpec(
+        name=name,
+        boot_order=reader.int("bootOrder", default=0),
+        plugin_class=plugin_class,
+        config=config,
+        restart=RestartSettings.parse(reader, defaults),
+        field_path=reader.path,
+        enabled=reader.bool("enabled", default=True),
+    )
+    reader.reject_unknown()
+    return spec
+
+
+def _check_unique_names(plugins: tuple[PluginSpec, ...], root: ConfigReader) -> None:
+    seen: dict[str, str] = {}
+    for spec in plugins:
+        if spec.name in seen or spec.name in ("http", "storage", "supervisor"):
+            raise ConfigError(
+                f"plugin name {spec.name!r} is already used"
+                + (f" by {seen[spec.name]}" if spec.name in seen else " by kidecar itself"),
+                f"{spec.field_path}.name", root.source,
+            )
+        seen[spec.name] = spec.field_path
+
+
+def _parse_resources(root: ConfigReader) -> dict[str, str]:
+    resources = root.child("resources")
+    if resources is None:
+        return {}
+    out = {}
+    for key in ("CPU", "Memory"):
+        value = resources.str(key, default="")
+        if value and not re.fullmatch(_QUANTITY, value):
+            raise resources.error(key, f"{value!r} is not a Kubernetes quantity (e.g. 100m, 128Mi)")
+        if value:
+            out[key] = value
+    resources.reject_unknown()
+    return out
+
+
+def _parse_http(reader: ConfigReader | None) -> HttpSettings:
+    if reader is None:
+        return HttpSettings()
+    http = HttpSettings(
+        port=reader.int("port", default=5000, minimum=1, maximum=65535),
+        host=reader.str("host", default="0.0.0.0"),
+        threads=reader.int("threads", default=8, minimum=1, maximum=256),
+        token=reader.str("token", default=""),
+        token_file=reader.str("tokenFile", default=""),
+        graceful_timeout_seconds=reader.number("gracefulTimeoutSeconds", default=10.0, minimum=0),
+    )
+    reader.reject_unknown()
+    return http

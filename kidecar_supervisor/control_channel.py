@@ -1,0 +1,192 @@
+"""Local control channel between HTTP workers / the CLI and the supervisor.
+
+A ``multiprocessing.connection`` Listener on a Unix socket with an authkey
+(file mode 0600 in the state dir). Each request is answered by the
+supervisor's main loop, not by the thread that received it, so an answer
+proves the main loop is alive: that is what ``/healthz`` relies on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import (
+    Client,
+    Connection,
+    Listener,
+    answer_challenge,
+    deliver_challenge,
+)
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("kidecar.control")
+
+#: Linux's limit on a Unix socket path (sun_path) is 108 bytes
+_MAX_SOCKET_PATH = 100
+#: a client must finish the authkey handshake within this many seconds
+_AUTH_TIMEOUT = 5.0
+
+
+class ControlError(Exception):
+    """The supervisor could not be reached or did not answer in time."""
+
+
+def control_socket_path(state_dir: Path) -> str:
+    path = str(state_dir / "control.sock")
+    if len(path) <= _MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+    return f"/tmp/kidecar-{digest}.sock"
+
+
+def create_authkey(state_dir: Path) -> bytes:
+    """A fresh random key, readable by this user only (the CLI reads it too)."""
+    key = secrets.token_bytes(32)
+    path = state_dir / "control.key"
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    os.replace(tmp, path)
+    return key
+
+
+def read_authkey(state_dir: Path) -> bytes:
+    return (state_dir / "control.key").read_bytes()
+
+
+class ControlServer:
+    """Accepts connections; each request is handed to ``dispatch`` and answered.
+
+    ``dispatch(request, timeout)`` blocks until the main loop has answered (or
+    raises ControlError on timeout) and returns the reply dict.
+    """
+
+    def __init__(self, address: str, authkey: bytes,
+                 dispatch: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        if os.path.exists(address):
+            os.unlink(address)
+        self.address = address
+        self._dispatch = dispatch
+        self._authkey = authkey
+        old_umask = os.umask(0o177)
+        try:
+            # authentication happens per connection thread (see _authenticate), so a
+            # client that connects and stalls cannot block everybody else's accept
+            self._listener = Listener(address, family="AF_UNIX", backlog=64)
+        finally:
+            os.umask(old_umask)
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept_loop, name="control-accept", daemon=True)
+
+    @property
+    def fileno(self) -> int:
+        return int(self._listener._listener._socket.fileno())  # type: ignore[attr-defined]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                conn = self._listener.accept()
+            except OSError:
+                if self._closed:
+                    return
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="control-conn",
+                             daemon=True).start()
+
+    def _authenticate(self, conn: Connection) -> bool:
+        watchdog = threading.Timer(_AUTH_TIMEOUT, conn.close)
+        watchdog.start()
+        try:
+            deliver_challenge(conn, self._authkey)
+            answer_challenge(conn, self._authkey)
+            return True
+        except Exception as exc:  # noqa: BLE001 - a bad client must not kill the channel
+            log.warning("control channel: refused a client: %s", exc or type(exc).__name__)
+            conn.close()
+            return False
+        finally:
+            watchdog.cancel()
+
+    def _serve(self, conn: Connection) -> None:
+        if not self._authenticate(conn):
+            return
+        try:
+            while True:
+                try:
+                    request = conn.recv()
+                except (EOFError, OSError):
+                    return
+                if not isinstance(request, dict):
+                    conn.send({"ok": False, "status": 400, "error": "malformed control request"})
+                    continue
+                try:
+                    reply = self._dispatch(request)
+                except ControlError as exc:
+                    reply = {"ok": False, "status": 503, "error": str(exc)}
+                conn.send(reply)
+        except (OSError, EOFError):
+            return
+        finally:
+            conn.close()
+
+
+class ControlClient:
+    """Thread-safe client: one connection per thread, reconnecting as needed."""
+
+    def __init__(self, address: str, authkey: bytes) -> None:
+        self.address = address
+        self._authkey = authkey
+        self._local = threading.local()
+
+    def request(self, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """Send ``message`` and wait up to ``timeout`` seconds for the reply."""
+        message = dict(message, timeout=timeout)
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.send(message)
+                if not conn.poll(timeout):
+                    self._drop()
+                    raise ControlError(f"supervisor did not answer within {timeout:g}s")
+                reply: dict[str, Any] = conn.recv()
+                return reply
+            except (EOFError, OSError, BrokenPipeError) as exc:
+                self._drop()
+                if attempt == 2:
+                    raise ControlError(f"supervisor unreachable at {self.address}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = Client(self.address, family="AF_UNIX", authkey=self._authkey)
+            except (OSError, EOFError) as exc:
+                raise ControlError(f"supervisor unreachable at {self.address}: {exc}") from exc
+            self._local.conn = conn
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass

@@ -1,0 +1,173 @@
+"""The Flask app: /hot-update, health, plugins, metrics and a status page.
+
+It holds no plugin state: every answer comes from the supervisor over the
+control channel, so it can be restarted (or handed to a newer kidecar) at any
+time without losing anything.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from kidecar_supervisor.control_channel import ControlClient, ControlError
+from kidecar_supervisor.metrics import render_metrics
+
+#: /healthz must answer quickly even when the supervisor is wedged
+HEALTH_TIMEOUT = 1.0
+STATUS_TIMEOUT = 5.0
+#: a hot update waits for its download; the plugin enforces its own deadlines
+HOT_UPDATE_TIMEOUT = 3600.0
+
+
+def load_token(explicit: str = "", token_file: str = "") -> str:
+    """The bearer token for mutating routes: KIDECAR_TOKEN, then config, then file."""
+    token = os.environ.get("KIDECAR_TOKEN") or explicit
+    path = os.environ.get("KIDECAR_TOKEN_FILE") or token_file
+    if not token and path:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    return token
+
+
+def error(status: int, message: str, **fields: Any) -> tuple[Response, int]:
+    return jsonify({"error": message, **fields}), status
+
+
+def create_app(control: ControlClient, token: str = "") -> Flask:
+    app = Flask("kidecar")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    def ask(message: dict[str, Any], timeout: float = STATUS_TIMEOUT) -> tuple[Response, int]:
+        try:
+            reply = control.request(message, timeout=timeout)
+        except ControlError as exc:
+            return error(503, f"supervisor unavailable: {exc}")
+        if reply.get("ok"):
+            return jsonify(reply.get("result")), 200
+        extra = {k: v for k, v in reply.items() if k not in ("ok", "status", "error")}
+        return error(int(reply.get("status", 500)), str(reply.get("error", "failed")), **extra)
+
+    def authorized(view: Callable[..., Any]) -> Callable[..., Any]:
+        def check(*args: Any, **kwargs: Any) -> Any:
+            if token:
+                header = request.headers.get("Authorization", "")
+                if not header.startswith("Bearer "):
+                    return error(401, "missing bearer token (Authorization: Bearer <token>)")
+                if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
+                    return error(403, "invalid bearer token")
+            return view(*args, **kwargs)
+
+        check.__name__ = view.__name__
+        return check
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return ask({"op": "health"}, timeout=HEALTH_TIMEOUT)
+
+    @app.get("/readyz")
+    def readyz() -> Any:
+        return ask({"op": "ready"}, timeout=HEALTH_TIMEOUT)
+
+    @app.get("/plugins")
+    def plugins() -> Any:
+        return ask({"op": "plugins"})
+
+    @app.get("/plugins/<name>")
+    def plugin(name: str) -> Any:
+        return ask({"op": "plugin", "name": name})
+
+    @app.post("/plugins/<name>/<action>")
+    @authorized
+    def plugin_action(name: str, action: str) -> Any:
+        if action not in ("restart", "stop", "start"):
+            return error(404, f"unknown action {action!r}; use restart, stop or start")
+        return ask({"op": action, "name": name}, timeout=30.0)
+
+    @app.post("/hot-update")
+    @authorized
+    def hot_update() -> Any:
+        params, problem = _hot_update_params()
+        if problem:
+            return error(400, problem)
+        return ask({"op": "call", "target": "hot_update", "method": "hot_update",
+                    "params": params}, timeout=HOT_UPDATE_TIMEOUT)
+
+    @app.get("/hot-update")
+    def hot_update_status() -> Any:
+        return ask({"op": "call", "target": "hot_update", "method": "hot_update_status",
+                    "params": {}})
+
+    @app.get("/metrics")
+    def metrics() -> Any:
+        try:
+            reply = control.request({"op": "metrics"}, timeout=STATUS_TIMEOUT)
+        except ControlError as exc:
+            return error(503, f"supervisor unavailable: {exc}")
+        body, content_type = render_metrics(reply.get("result") or {})
+        return Response(body, status=200, content_type=content_type)
+
+    @app.get("/")
+    def index() -> Any:
+        try:
+            reply = control.request({"op": "plugins"}, timeout=STATUS_TIMEOUT)
+            rows = reply.get("result") or []
+        except ControlError as exc:
+            rows, problem = [], str(exc)
+        else:
+            problem = ""
+        return Response(_status_page(rows, problem), content_type="text/html; charset=utf-8")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        app.logger.exception("unexpected error")
+        return error(500, f"internal error: {type(exc).__name__}")
+
+    return app
+
+
+def _hot_update_params() -> tuple[dict[str, Any], str]:
+    """Form (the seed's curl) or JSON body → params; a message if unreadable."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return {}, "request body is not a JSON object"
+        source: dict[str, Any] = body
+    else:
+        source = request.form.to_dict() or request.args.to_dict()
+    params: dict[str, Any] = {k: source[k] for k in ("version", "url", "sha256") if k in source}
+    for key, value in params.items():
+        if not isinstance(value, str):
+            return {}, f"{key} must be a string"
+    return params, ""
+
+
+def _status_page(rows: list[dict[str, Any]], problem: str) -> str:
+    head = ("<!doctype html><meta charset=utf-8><title>kidecar</title>"
+            "<style>body{font-family:sans-serif}td,th{padding:4px 10px;text-align:left}"
+            "</style><h1>kidecar</h1>")
+    if problem:
+        return head + f"<p><b>supervisor unavailable:</b> {html.escape(problem)}</p>"
+    lines = ["<table><tr><th>plugin</th><th>state</th><th>pid</th><th>restarts</th>"
+             "<th>uptime</th><th>last error</th><th>infos</th></tr>"]
+    for row in rows:
+        uptime = f"{row['uptime']:.0f}s" if row.get("uptime") else ""
+        lines.append(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+                row.get("name"), row.get("state"), row.get("pid") or "", row.get("restarts"),
+                uptime, row.get("lastError") or "", json.dumps(row.get("infos") or {})[:300],
+            )) + "</tr>")
+    lines.append(f"</table><p>generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>")
+    return head + "".join(lines)

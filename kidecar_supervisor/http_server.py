@@ -1,0 +1,71 @@
+"""Gunicorn embedded through ``BaseApplication``: the HTTP child of the supervisor.
+
+The supervisor owns the listening socket and passes it as ``fd://N``: the
+port stays bound (connections wait in the backlog) while the HTTP child is
+restarted, and the same fd can be handed to a newer kidecar on hot upgrade.
+The threaded worker keeps ``/healthz`` answering while a long hot update runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
+
+from kidecar_supervisor.config import HttpSettings
+from kidecar_supervisor.structured_log import JsonFormatter
+
+
+class JsonGunicornLogger(GunicornLogger):
+    """Gunicorn's own lines in the pod's JSON log format; no access log."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())
+        self.error_log.propagate = False
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
+
+
+class EmbeddedGunicorn(BaseApplication):
+    def __init__(self, app: Flask, options: dict[str, Any]) -> None:
+        self._app = app
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self._app
+
+
+def gunicorn_options(listen_fd: int, settings: HttpSettings, log_level: str) -> dict[str, Any]:
+    return {
+        "bind": [f"fd://{listen_fd}"],
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": settings.threads,
+        "graceful_timeout": max(1, round(settings.graceful_timeout_seconds)),
+        # a worker whose main loop stops for this long is replaced by the arbiter
+        "timeout": 30,
+        "keepalive": 5,
+        "control_socket_disable": True,
+        "logger_class": JsonGunicornLogger,
+        "loglevel": log_level,
+        "accesslog": None,
+        "proc_name": "kidecar-http",
+    }
+
+
+def serve_http(app: Flask, listen_fd: int, settings: HttpSettings, log_level: str) -> int:
+    """Run gunicorn until it is told to stop; the HTTP child's whole life."""
+    logging.getLogger("kidecar.http").info("HTTP serving on fd %d", listen_fd)
+    EmbeddedGunicorn(app, gunicorn_options(listen_fd, settings, log_level)).run()
+    return 0

@@ -1,0 +1,192 @@
+"""The plugin side of the supervisor pipe: runs one plugin in its forked process.
+
+Threads: the main thread runs ``plugin.run()``; a reader thread takes
+commands and replies from the pipe; a heartbeat thread sends ``status()``
+every few seconds (a plugin whose status() blocks, or a stopped process, stops
+heart-beating and is killed by the supervisor); each routed call runs in its
+own thread so a long hot update never blocks status or other calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import signal
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from kidecar_supervisor.plugin_api import Plugin, PluginCallError, PluginContext, PodIdentity
+from kidecar_supervisor.storage.proxy import RemoteStore
+from kidecar_supervisor.structured_log import set_role
+
+EXIT_INIT_FAILED = 78  # EX_CONFIG: the plugin refused to start
+
+
+class CallTimeout(Exception):
+    pass
+
+
+class PluginRuntime:
+    def __init__(self, plugin_class: type[Plugin], name: str, config: Any, conn: Connection,
+                 state_dir: Path, identity: PodIdentity, heartbeat_interval: float,
+                 stop_grace: float) -> None:
+        self.plugin = plugin_class()
+        self.name = name
+        self.conn = conn
+        self.heartbeat_interval = heartbeat_interval
+        self.stop_grace = stop_grace
+        self.log = logging.getLogger(f"kidecar.plugin.{name}")
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[threading.Event, list[Any]]] = {}
+        self._pending_lock = threading.Lock()
+        self._active_calls = 0
+        self._calls_done = threading.Condition()
+        self.ctx = PluginContext(
+            name=name, config=config, state_dir=state_dir, identity=identity, logger=self.log,
+            _store_factory=lambda cfg: RemoteStore(self.call, cfg),
+            _ready_cb=lambda ready: self.send({"t": "ready", "ready": bool(ready)}),
+            _metrics_cb=lambda n, v, labels: self.send(
+                {"t": "gauge", "name": n, "value": float(v), "labels": labels}),
+        )
+
+    # -- pipe ------------------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        with self._send_lock:
+            try:
+                self.conn.send(message)
+            except (OSError, ValueError):
+                pass  # supervisor gone: the reader thread notices EOF and stops us
+
+    def call(self, target: str, method: str, params: dict[str, Any],
+             timeout: float = 60.0) -> Any:
+        """Call a method of another child (e.g. the storage service) and wait."""
+        call_id = next(self._ids)
+        done = threading.Event()
+        slot: list[Any] = []
+        with self._pending_lock:
+            self._pending[call_id] = (done, slot)
+        self.send({"t": "call", "id": call_id, "target": target, "method": method,
+                   "params": params})
+        if not done.wait(timeout):
+            with self._pending_lock:
+                self._pending.pop(call_id, None)
+            raise CallTimeout(f"{target}.{method} did not answer within {timeout:g}s")
+        reply = slot[0]
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            raise PluginCallError(int(error.get("status", 500)), str(error.get("error", "failed")),
+                                  **{k: v for k, v in error.items() if k not in ("status", "error")})
+        return reply.get("result")
+
+    def _reader(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                self.log.warning("supervisor pipe closed; stopping")
+                self.request_stop()
+                return
+            kind = message.get("t")
+            if kind == "reply":
+                with self._pending_lock:
+                    waiter = self._pending.pop(message.get("id"), None)
+                if waiter is not None:
+                    waiter[1].append(message)
+                    waiter[0].set()
+            elif kind == "call":
+                threading.Thread(target=self._serve_call, args=(message,),
+                                 name=f"call-{message.get('method')}", daemon=True).start()
+            elif kind == "stop":
+                self.request_stop()
+
+    def _serve_call(self, message: dict[str, Any]) -> None:
+        with self._calls_done:
+            self._active_calls += 1
+        reply: dict[str, Any] = {"t": "reply", "id": message.get("id")}
+        try:
+            reply["result"] = self.plugin.handle(message["method"], message.get("params") or {})
+            reply["ok"] = True
+        except PluginCallError as exc:
+            reply.update(ok=False, error=exc.to_dict())
+        except Exception as exc:  # noqa: BLE001 - report, never crash the plugin
+            self.log.exception("call %s failed", message.get("method"))
+            reply.update(ok=False, error={"status": 500, "error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            with self._calls_done:
+                self._active_calls -= 1
+                self._calls_done.notify_all()
+        self.send(reply)
+
+    def _heartbeat(self) -> None:
+        while not self.ctx.stop_requested.wait(self.heartbeat_interval):
+            try:
+                infos = self.plugin.status()
+            except Exception as exc:  # noqa: BLE001 - a status bug is reported, not fatal
+                infos = {"statusError": f"{type(exc).__name__}: {exc}"}
+            self.send({"t": "hb", "status": infos, "version": self.plugin.version})
+
+    # -- lifecycle -------------------------------------------------------------
+    def request_stop(self) -> None:
+        if self.ctx.stop_requested.is_set():
+            return
+        self.ctx.stop_requested.set()
+        threading.Thread(target=self._stop_plugin, name="stop", daemon=True).start()
+
+    def _stop_plugin(self) -> None:
+        try:
+            self.plugin.stop()
+        except Exception:  # noqa: BLE001
+            self.log.exception("stop() failed")
+
+    def main(self) -> int:
+        threading.Thread(target=self._reader, name="pipe-reader", daemon=True).start()
+        try:
+            self.plugin.init(self.ctx)
+        except Exception as exc:  # noqa: BLE001 - any init failure is a start failure
+            message = str(exc) or type(exc).__name__
+            self.log.error("plugin failed to start: %s", message)
+            self.send({"t": "error", "error": f"init failed: {message}"})
+            return EXIT_INIT_FAILED
+        self.send({"t": "started", "version": self.plugin.version})
+        if self.plugin.ready_on_start:
+            self.send({"t": "ready", "ready": True})
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        try:
+            self.plugin.run()
+        except Exception as exc:  # noqa: BLE001
+            self.log.error("plugin crashed: %s\n%s", exc, traceback.format_exc())
+            self.send({"t": "error", "error": f"{type(exc).__name__}: {exc}"})
+            return 1
+        self._wait_for_calls()
+        return 0
+
+    def _wait_for_calls(self) -> None:
+        """Let in-flight calls (a hot update) finish, within the stop grace."""
+        deadline = time.monotonic() + max(0.0, self.stop_grace - 1.0)
+        with self._calls_done:
+            while self._active_calls and time.monotonic() < deadline:
+                self._calls_done.wait(deadline - time.monotonic())
+
+
+def run_plugin_process(plugin_class: type[Plugin], name: str, config: Any, conn: Connection,
+                       state_dir: Path, identity: PodIdentity, heartbeat_interval: float,
+                       stop_grace: float) -> int:
+    """Entry point of a forked plugin process; returns the exit code."""
+    set_role(name)
+    runtime = PluginRuntime(plugin_class, name, config, conn, state_dir, identity,
+                            heartbeat_interval, stop_grace)
+    signal.signal(signal.SIGTERM, lambda *_: runtime.request_stop())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return runtime.main()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+

@@ -1,0 +1,68 @@
+"""The storage process: owns every ResultStore of the pod (internal plugin).
+
+Stores are opened lazily per StorageConfig, so the Kubernetes client is
+imported only when some plugin actually uses InKube storage.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from kidecar_supervisor.plugin_api import Plugin, PluginCallError, PluginContext, PodIdentity
+from kidecar_supervisor.storage.base import ResultStore, StorageConfig
+
+_OPS = ("record_result", "latest_for_pod", "latest_for_workload", "apply_markers", "emit_event")
+
+
+def open_store(cfg: StorageConfig, identity: PodIdentity, state_dir: Path) -> ResultStore:
+    """The backend for ``cfg.type``: Local (SQLite) or InKube (the Kubernetes API)."""
+    if cfg.type == "InKube":
+        from kidecar_supervisor.storage.inkube import InKubeStore
+
+        return InKubeStore(cfg, identity, state_dir)
+    from kidecar_supervisor.storage.local import LocalStore
+
+    workload = os.environ.get("KIDECAR_WORKLOAD", "local")
+    return LocalStore(cfg, identity, state_dir, workload=workload)
+
+
+class StorageService(Plugin):
+    name = "storage"
+    internal = True
+
+    def init(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+        self._stores: dict[StorageConfig, ResultStore] = {}
+        self._lock = threading.Lock()
+
+    def store_for(self, cfg: StorageConfig) -> ResultStore:
+        with self._lock:
+            store = self._stores.get(cfg)
+            if store is None:
+                try:
+                    store = open_store(cfg, self.ctx.identity, self.ctx.state_dir)
+                except Exception as exc:  # noqa: BLE001 - tell the caller why
+                    raise PluginCallError(503, f"cannot open {cfg.type} storage: {exc}") from exc
+                self._stores[cfg] = store
+            return store
+
+    def run(self) -> None:
+        self.ctx.stop_requested.wait()
+        with self._lock:
+            for store in self._stores.values():
+                store.close()
+
+    def status(self) -> dict[str, Any]:
+        return {"stores": sorted({cfg.type for cfg in self._stores})}
+
+    def handle(self, method: str, params: dict[str, Any]) -> Any:
+        if method != "store":
+            return super().handle(method, params)
+        op = params.get("op")
+        cfg = params.get("cfg")
+        if op not in _OPS or not isinstance(cfg, StorageConfig):
+            raise PluginCallError(400, f"bad storage call {op!r}")
+        return getattr(self.store_for(cfg), op)(*params.get("args", ()))

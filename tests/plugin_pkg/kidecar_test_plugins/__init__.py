@@ -1,0 +1,1 @@
+"""Test plugins installed through the ``kidecar.plugins`` entry point group."""

@@ -1,0 +1,153 @@
+"""Start the real sidecar (``kidecar run``) as a process for integration tests.
+
+No in-process shortcuts: the test talks HTTP to the port, sends real signals,
+and ``stop()`` checks that the whole process tree is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+KIDECAR = [sys.executable, "-m", "kidecar_supervisor.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sidecar:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, state_dir: Path,
+                 log_path: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.state_dir = state_dir
+        self.log_path = log_path
+        self._tree: set[int] = set()
+
+    # -- HTTP --------------------------------------------------------------------
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 10)
+        return requests.get(self.url + path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return requests.post(self.url + path, **kwargs)
+
+    def plugin(self, name: str) -> dict[str, Any]:
+        response = self.get(f"/plugins/{name}")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def wait_for(self, predicate: Any, timeout: float = 15.0, interval: float = 0.05,
+                 what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = predicate()
+            except (requests.RequestException, KeyError, ValueError) as exc:
+                last = exc
+            else:
+                if last:
+                    return last
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sidecar exited ({self.proc.returncode}) waiting for {what}"
+                                     f"\n{self.log()}")
+            time.sleep(interval)
+        raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{self.log()}")
+
+    def wait_state(self, name: str, state: str, timeout: float = 15.0) -> dict[str, Any]:
+        result: dict[str, Any] = self.wait_for(
+            lambda: (p := self.plugin(name))["state"] == state and p, timeout,
+            what=f"{name} to be {state}")
+        return result
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    # -- process tree --------------------------------------------------------------
+    def tree_pids(self) -> set[int]:
+        """The supervisor and all its descendants now (remembered for stop())."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            pids = {root.pid} | {p.pid for p in root.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            pids = set()
+        self._tree |= pids
+        return pids
+
+    def stop(self, timeout: float = 40.0) -> int:
+        """SIGTERM the supervisor and wait; every process it ever had must be gone."""
+        self.tree_pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"sidecar did not stop within {timeout}s\n{self.log()}") from None
+        return int(self.proc.returncode)
+
+    def alive_leftovers(self) -> list[int]:
+        left = []
+        for pid in self._tree:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    left.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return left
+
+
+def write_config(config: dict[str, Any] | str | Path, tmp_path: Path) -> Path:
+    if isinstance(config, Path):
+        return config
+    path = tmp_path / "kidecar.yaml"
+    text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+    path.write_text(text)
+    return path
+
+
+def start_sidecar(config: dict[str, Any] | str | Path, tmp_path: Path,
+                  env: dict[str, str] | None = None, wait_ready: bool = False,
+                  timeout: float = 20.0, port: int | None = None) -> Sidecar:
+    """Start ``kidecar run`` on a free port and wait until /healthz answers 200."""
+    config_path = write_config(config, tmp_path)
+    port = port or free_port()
+    state_dir = tmp_path / "state"
+    log_path = tmp_path / f"kidecar-{port}.log"
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("PYTHONPATH", str(REPO))
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [*KIDECAR, "run", "--config", str(config_path), "--port", str(port),
+             "--host", "127.0.0.1", "--state-dir", str(state_dir)],
+            stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO),
+        )
+    sidecar = Sidecar(proc, port, state_dir, log_path)
+    path = "/readyz" if wait_ready else "/healthz"
+    sidecar.wait_for(lambda: sidecar.get(path, timeout=2).status_code == 200, timeout,
+                     what=f"{path} 200")
+    return sidecar
