@@ -212,7 +212,10 @@ def test_200_concurrent_writers_lose_no_entry(kube_env, admin, tmp_path):
             t.start()
         for t in threads:
             t.join()
-        assert set(results.values()) == {WRITTEN}
+        # a slow machine may time a request out under this contention: then it is
+        # journaled and written by the replayer; either way no entry may be lost
+        assert set(results.values()) <= {WRITTEN, JOURNALED} and len(results) == 200
+        assert all(s.flush(60) for s in stores)
         data = admin.configmap(cm, ns)["data"]
         for i, n in enumerate(names):
             assert json.loads(data[codec.pod_key(HOT, ns, n)])[0] == f"v1.{i}"

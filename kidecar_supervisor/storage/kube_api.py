@@ -136,7 +136,7 @@ class KubeClient:
     """Thread-safe JSON client on one connection pool; counts its requests."""
 
     def __init__(self, configuration: Any, retry: RetryPolicy | None = None,
-                 timeout: tuple[float, float] = (5.0, 10.0)) -> None:
+                 timeout: tuple[float, float] = (5.0, 30.0)) -> None:
         from kubernetes.client import rest
 
         configuration.retries = False  # we retry ourselves, with backoff and a deadline
