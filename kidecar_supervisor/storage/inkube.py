@@ -150,6 +150,7 @@ class _Backend:
         self.coalescer = Coalescer()
         self.journal = Journal(state_dir / JOURNAL_DIR)
         self.latest_path = state_dir / LATEST_FILE
+        self.latest_lock = threading.Lock()  # one file for every store of the sidecar
         self.pod_path = ResourcePath("", "v1", "pods", identity.namespace, identity.pod_name)
         self.configmaps = ResultConfigMap(client, self.coalescer)
         self.events = EventRecorder(client, identity.namespace, self._involved,
@@ -406,7 +407,6 @@ class InKubeStore(ResultStore):
         self.identity = identity
         self._backend = _acquire(identity, state_dir, kubeconfig, self_env)
         self._closed = False
-        self._latest_lock = threading.Lock()
 
     @property
     def client(self) -> KubeClient:
@@ -438,7 +438,8 @@ class InKubeStore(ResultStore):
             log.warning("pod annotation unreadable (%s); using the locally recorded result", exc)
         else:
             text = (pod.get("metadata", {}).get("annotations") or {}).get(key)
-            candidates.append(codec.last_good_from_annotation(text, plugin))
+            # first: on a tie the annotation's copy (it knows the workload) wins
+            candidates.insert(0, codec.last_good_from_annotation(text, plugin))
         found = [c for c in candidates if c is not None]
         return max(found, key=lambda r: r.timestamp) if found else None
 
@@ -454,7 +455,7 @@ class InKubeStore(ResultStore):
         if not record.success:
             return
         path = self._backend.latest_path
-        with self._latest_lock:
+        with self._backend.latest_lock:
             data = _read_json(path)
             data[record.plugin] = record.to_dict()
             atomic_write_json(path, data)
