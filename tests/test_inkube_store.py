@@ -38,6 +38,7 @@ from kidecar_supervisor.storage.kube_api import (
     ResourcePath,
     RetryPolicy,
 )
+from kidecar_supervisor.storage.kube_connection import Connection
 from kidecar_supervisor.storage.targets import TargetError
 from kidecar_supervisor.storage.workload import Workload
 from tests.inkube_support import Admin, store, uid
@@ -539,11 +540,8 @@ def scripted():
     _Scripted.script, _Scripted.seen = [], []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    from kubernetes.client import Configuration
-
-    cfg = Configuration()
-    cfg.host = f"http://127.0.0.1:{server.server_address[1]}"
-    yield KubeClient(cfg, retry=RetryPolicy(attempts=4, base=0.05, cap=0.2, deadline=10))
+    connection = Connection.plain(f"http://127.0.0.1:{server.server_address[1]}")
+    yield KubeClient(connection, retry=RetryPolicy(attempts=4, base=0.05, cap=0.2, deadline=10))
     server.shutdown()
 
 
@@ -592,11 +590,8 @@ def test_403_logs_the_missing_verb_and_resource(scripted, caplog):
 
 
 def test_unreachable_api_is_unavailable():
-    from kubernetes.client import Configuration
-
-    cfg = Configuration()
-    cfg.host = "http://127.0.0.1:9"  # discard port: connection refused
-    client = KubeClient(cfg, retry=RetryPolicy(attempts=2, base=0.01, cap=0.02))
+    client = KubeClient(Connection.plain("http://127.0.0.1:9"),  # discard: refused
+                        retry=RetryPolicy(attempts=2, base=0.01, cap=0.02))
     with pytest.raises(KubeUnavailable, match="unreachable"):
         client.get(POD_PATH)
     assert client.requests == 2

@@ -9,7 +9,10 @@ from __future__ import annotations
 import calendar
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -180,6 +183,44 @@ def test_in_cluster_config_uses_the_service_account_token(kube_env, rbac, tmp_pa
     assert client.get(ResourcePath("", "v1", "pods", ns, name))["metadata"]["name"] == name
     with pytest.raises(KubeForbidden):  # it really is the ServiceAccount
         client.get(ResourcePath("", "v1", "secrets", ns))
+
+
+def test_in_cluster_token_rotation_is_picked_up(kube_env, rbac, tmp_path, monkeypatch):
+    admin = Admin(kube_env)
+    ns, name = kube_env.namespace, uid("rotate")
+    admin.pod(name, ns)
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text("expired-token")
+    shutil.copy(kube_env.ca_file, sa / "ca.crt")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(kube_env.apiserver_port))
+    client = KubeClient.from_environment(service_account_dir=str(sa))
+    with pytest.raises(KubeForbidden, match="401"):
+        client.get(ResourcePath("", "v1", "pods", ns, name))
+    (sa / "token").write_text(kube_env.sidecar_token + "\n")  # the kubelet rotated it
+    assert client.get(ResourcePath("", "v1", "pods", ns, name))["metadata"]["name"] == name
+
+
+def test_in_cluster_client_does_not_load_the_kubernetes_package(kube_env, tmp_path):
+    """The storage process in a pod stays small: urllib3 only (~20 MiB less)."""
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(kube_env.sidecar_token)
+    shutil.copy(kube_env.ca_file, sa / "ca.crt")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from kidecar_supervisor.storage.kube_api import KubeClient, ResourcePath\n"
+        "c = KubeClient.from_environment(service_account_dir=sys.argv[2])\n"
+        "c.resources('', 'v1')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))\n"
+    )
+    env = {**os.environ, "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+           "KUBERNETES_SERVICE_PORT": str(kube_env.apiserver_port)}
+    out = subprocess.run([sys.executable, "-c", script, str(REPO), str(sa)], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_kubeconfig_fallback_and_a_clear_error_without_config(kube_env, rbac, tmp_path,

@@ -1,12 +1,11 @@
 """A small Kubernetes REST client: config loading, retries, clear errors.
 
-Only the storage process imports this module (the kubernetes package costs
-~45 MiB). It uses the kubernetes package for what is hard to get right —
-in-cluster config with token refresh, kubeconfig files with their certs and
-exec plugins — and talks raw JSON over the same urllib3 pool for the rest:
-kidecar only needs get/create/merge-patch/JSON-patch on a handful of paths,
-including custom resources known only at run time, and never needs the
-generated model classes (which differ between client versions).
+Only the storage process imports this module. It talks raw JSON over one
+urllib3 pool (``kube_connection``): kidecar only needs get/create/merge-patch/
+JSON-patch on a handful of paths, including custom resources known only at
+run time, and never needs the kubernetes package's generated model classes
+(which cost memory and differ between client versions); that package is
+used only to read a kubeconfig outside a cluster.
 
 Retries are bounded (attempts and a deadline) with exponential backoff and
 jitter, for connection errors, 429 (honouring ``Retry-After``) and 5xx.
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -30,12 +28,18 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 
+from kidecar_supervisor.storage import kube_connection
+from kidecar_supervisor.storage.kube_connection import (
+    SERVICE_ACCOUNT_DIR,
+    Connection,
+    KubeConfigError,
+)
+
 log = logging.getLogger("kidecar.storage.kube")
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 _VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: how often the same missing permission is logged again
 _FORBIDDEN_LOG_INTERVAL = 60.0
 
@@ -135,16 +139,11 @@ class ResourcePath:
 class KubeClient:
     """Thread-safe JSON client on one connection pool; counts its requests."""
 
-    def __init__(self, configuration: Any, retry: RetryPolicy | None = None,
+    def __init__(self, connection: Connection, retry: RetryPolicy | None = None,
                  timeout: tuple[float, float] = (5.0, 30.0)) -> None:
-        from kubernetes.client import rest
-
-        configuration.retries = False  # we retry ourselves, with backoff and a deadline
-        if not getattr(configuration, "connection_pool_maxsize", None):
-            configuration.connection_pool_maxsize = 16
-        self.configuration = configuration
-        self.host = str(configuration.host).rstrip("/")
-        self._pool = rest.RESTClientObject(configuration).pool_manager
+        self.connection = connection
+        self.host = connection.host
+        self._pool = connection.pool
         self.retry = retry or RetryPolicy()
         self.timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         self.user_agent = "kidecar/0.1"
@@ -160,35 +159,13 @@ class KubeClient:
     def from_environment(cls, kubeconfig: str | None = None,
                          service_account_dir: str = SERVICE_ACCOUNT_DIR,
                          **kwargs: Any) -> KubeClient:
-        """In-cluster config (ServiceAccount token) when running in a pod, else kubeconfig.
-
-        In a pod (``KUBERNETES_SERVICE_HOST`` set, no explicit ``kubeconfig``)
-        the projected token is re-read when it expires. ``kubeconfig``
-        defaults to ``$KUBECONFIG`` read now (the kubernetes package reads it
-        once at import), then ``~/.kube/config``.
-        """
-        from kubernetes import config as kconfig
-        from kubernetes.client import Configuration
-        from kubernetes.config.incluster_config import InClusterConfigLoader
-
-        configuration = Configuration()
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            try:
-                InClusterConfigLoader(
-                    token_filename=os.path.join(service_account_dir, "token"),
-                    cert_filename=os.path.join(service_account_dir, "ca.crt"),
-                    try_refresh_token=True,
-                ).load_and_set(configuration)
-                return cls(configuration, **kwargs)
-            except kconfig.ConfigException as exc:
-                log.info("in-cluster config unusable (%s); trying kubeconfig", exc)
-        path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        """In-cluster (ServiceAccount token) in a pod, else ``kubeconfig``/``$KUBECONFIG``."""
         try:
-            kconfig.load_kube_config(config_file=path, client_configuration=configuration)
-        except (kconfig.ConfigException, OSError) as exc:
-            raise KubeError(f"no Kubernetes config: not in a cluster and kubeconfig {path!r} "
-                            f"is unusable: {exc}") from exc
-        return cls(configuration, **kwargs)
+            connection = kube_connection.from_environment(kubeconfig, service_account_dir)
+        except KubeConfigError as exc:
+            raise KubeError(str(exc)) from exc
+        log.info("Kubernetes API %s via %s", connection.host, connection.source)
+        return cls(connection, **kwargs)
 
     def on_answer(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever the API answers (it is reachable again)."""
@@ -243,6 +220,7 @@ class KubeClient:
         payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         started = time.monotonic()
         attempt = 0
+        refreshed = False
         while True:
             try:
                 status, data, headers = self._once(method, url, payload, content_type)
@@ -256,6 +234,9 @@ class KubeClient:
                     if raw:
                         return data
                     return json.loads(data) if data else None
+                if status == 401 and not refreshed and self._refresh():
+                    refreshed = True  # a rotated token: one more try at once
+                    continue
                 error = self._error(method, path, status, data, headers, label)
                 if not isinstance(error, KubeUnavailable):
                     self._answered()
@@ -284,10 +265,16 @@ class KubeClient:
         return resp.status, resp.data, resp.headers
 
     def _auth_headers(self) -> dict[str, str]:
-        settings = self.configuration.auth_settings().get("BearerToken")
-        if settings and settings.get("value"):
-            return {settings.get("key", "authorization"): settings["value"]}
-        return {}
+        try:
+            return self.connection.auth()
+        except KubeConfigError as exc:  # e.g. the token file vanished: retry later
+            raise KubeForbidden(f"no credentials: {exc}", 401) from exc
+
+    def _refresh(self) -> bool:
+        try:
+            return self.connection.refresh()
+        except KubeConfigError:
+            return False
 
     def _answered(self) -> None:
         for callback in list(self._on_answer):
