@@ -182,10 +182,13 @@ def _parse_plugin(reader: ConfigReader, defaults: RestartSettings) -> PluginSpec
         config_reader = ConfigReader({}, reader.field_path("config"), reader.source)
     if binary is not None and reader.has("config"):
         raise reader.error("config", "a binary plugin takes its settings under 'binary:' only")
+    # a seed document puts bootOrder inside config:; accept it there too
+    nested_order = config_reader.int("bootOrder", default=None)
     config = plugin_class.config_type.parse(config_reader)  # type: ignore[attr-defined]
+    boot_order = reader.int("bootOrder", default=None)
     spec = PluginSpec(
         name=name,
-        boot_order=reader.int("bootOrder", default=0),
+        boot_order=boot_order if boot_order is not None else (nested_order or 0),
         plugin_class=plugin_class,
         config=config,
         restart=RestartSettings.parse(reader, defaults),

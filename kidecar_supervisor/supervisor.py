@@ -747,9 +747,9 @@ class Supervisor:
                                        "uptime": round(time.monotonic() - self.started_at, 3)}}
 
     def _readiness(self) -> dict[str, Any]:
+        # every configured plugin counts, even one an operator stopped on purpose
         waiting = [c.name for c in self.children
-                   if c.wanted and not (c.state == "Running" and c.ready)
-                   and c.state != "Completed"]
+                   if not (c.state == "Running" and c.ready) and c.state != "Completed"]
         if self.shutting_down or waiting:
             reason = "shutting down" if self.shutting_down else f"not ready: {', '.join(waiting)}"
             return {"ok": False, "status": 503, "error": reason, "waiting": waiting}

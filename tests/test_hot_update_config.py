@@ -76,8 +76,8 @@ def test_signal_names(name: object, number: int) -> None:
     ({"loadPatchType": "request", "fileDir": "/x"}, "plugins[0].config.request", "is required"),
     ({"loadPatchType": "poke", "fileDir": "/x"}, "plugins[0].config.loadPatchType",
      "must be one of signal, request"),
-    ({"loadPatchType": "signal", "signal": {"processName": "g"}},
-     "plugins[0].config.fileDir", "is required"),
+    ({"loadPatchType": "signal", "signal": {"processName": "g"}, "fileDir": ""},
+     "plugins[0].config.fileDir", "must not be empty"),
     ({"loadPatchType": "signal", "signal": {"processName": "g"}, "fileDir": "rel/dir"},
      "plugins[0].config.fileDir", "absolute path"),
     ({"loadPatchType": "request", "fileDir": "/x", "request": {"url": "ftp://h/r"}},
@@ -102,3 +102,12 @@ def test_bad_config_names_field(doc: dict, path: str, problem: str) -> None:
     assert info.value.path == path
     assert problem in info.value.problem
     assert str(info.value).startswith("config.yaml: " + path)
+
+
+def test_file_dir_defaults_to_the_designs_shared_dir() -> None:
+    """The seeds' documents omit fileDir; they must still validate."""
+    from kidecar_supervisor.config import parse_config
+
+    config = parse_config({"plugins": [{"name": "hot_update", "config": {
+        "loadPatchType": "signal", "signal": {"processName": "g", "signalName": "SIGHUP"}}}]})
+    assert str(config.plugins[0].config.file_dir) == "/app/downloads"

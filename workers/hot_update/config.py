@@ -37,6 +37,9 @@ _UNITS = {
     "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40,
 }
 
+#: where the shared emptyDir is mounted when the config does not say (DESIGN §3)
+DEFAULT_FILE_DIR = "/app/downloads"
+
 
 @dataclass(frozen=True)
 class SignalConfig:
@@ -129,7 +132,8 @@ class HotUpdateConfig:
                                "(e.g. {url: 'http://127.0.0.1:3000/reload', method: GET})")
         storage_reader = reader.child("storageConfig")
         storage = StorageConfig.parse(storage_reader) if storage_reader else StorageConfig()
-        file_dir = reader.str("fileDir")
+        # the seeds' documents omit fileDir: default to the design's shared emptyDir
+        file_dir = reader.str("fileDir", default=DEFAULT_FILE_DIR)
         if not file_dir.startswith("/"):
             raise reader.error("fileDir", f"must be an absolute path, got {file_dir!r}")
         allow_file_urls = reader.bool("allowFileUrls", default=False)

@@ -20,6 +20,7 @@ class TestConfig:
     after_seconds: float = 0.0
     exit_code: int = 0
     marker_file: str = ""
+    fail_init: bool = False
 
     @classmethod
     def parse(cls, reader: ConfigReader) -> TestConfig:
@@ -27,6 +28,7 @@ class TestConfig:
             after_seconds=reader.number("afterSeconds", default=0.0, minimum=0),
             exit_code=reader.int("exitCode", default=0),
             marker_file=reader.str("markerFile", default=""),
+            fail_init=reader.bool("failInit", default=False),
         )
         reader.reject_unknown()
         return cfg
@@ -57,6 +59,11 @@ class CrasherPlugin(Plugin):
 
     name = "test_crasher"
     config_type = TestConfig
+
+    def init(self, ctx: Any) -> None:
+        super().init(ctx)
+        if ctx.config.fail_init:
+            raise RuntimeError("the game directory /nowhere does not exist")
 
     def run(self) -> None:
         if self.ctx.stop_requested.wait(self.ctx.config.after_seconds):
