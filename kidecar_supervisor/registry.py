@@ -19,6 +19,7 @@ ENTRY_POINT_GROUP = "kidecar.plugins"
 
 BUILTIN_PLUGINS: dict[str, str] = {
     "binary": "workers.binary:BinaryPlugin",
+    "file_sync": "workers.file_sync.plugin:FileSyncPlugin",
     "hot_update": "workers.hot_update.plugin:HotUpdatePlugin",
     "http_probe": "workers.http_probe.plugin:HttpProbePlugin",
 }
