@@ -210,9 +210,9 @@ def test_binary_output_lands_in_the_structured_log(running) -> None:
 
 
 def test_healthz_answers_fast_while_another_request_is_busy(running, tmp_path: Path) -> None:
-    from tests.upstream_server import UpstreamServer
-
     import subprocess
+
+    from tests.upstream_server import UpstreamServer
 
     shared = tmp_path / "shared"
     shared.mkdir()
