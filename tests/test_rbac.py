@@ -51,8 +51,13 @@ def rbac_text(pod_namespace: str, result_namespace: str) -> str:
     return text
 
 
+#: a namespace no RBAC manifest binds (other tests apply rbac.yaml with other namespaces)
+UNBOUND_NS = "kidecar-unbound"
+
+
 @pytest.fixture(scope="module")
 def rbac(kube_env) -> list[dict[str, Any]]:
+    Admin(kube_env).ensure_namespace(UNBOUND_NS)
     return kube_env.apply_yaml(rbac_text(kube_env.namespace, DEFAULT_RESULT_NAMESPACE))
 
 
@@ -130,7 +135,8 @@ def test_sidecar_token_can_do_everything_the_store_does(kube_env, rbac, tmp_path
     ("GET", "/api/v1/namespaces/kidecar-test/pods", None),
     ("GET", "/api/v1/namespaces/kidecar-test/secrets", None),
     ("GET", "/api/v1/nodes", None),
-    ("PATCH", "/api/v1/namespaces/kidecar-test/configmaps/sidecar-result", {"data": {"a": "b"}}),
+    ("PATCH", f"/api/v1/namespaces/{UNBOUND_NS}/configmaps/sidecar-result", {"data": {"a": "b"}}),
+    ("POST", f"/api/v1/namespaces/{UNBOUND_NS}/configmaps", {"metadata": {"name": "x"}}),
     ("PATCH", "/api/v1/namespaces/kube-system/configmaps/coredns", {"data": {"a": "b"}}),
     ("DELETE", "/api/v1/namespaces/kube-system/configmaps/sidecar-result", None),
     ("PATCH", "/api/v1/namespaces/default/pods/any", {"metadata": {}}),
@@ -140,7 +146,8 @@ def test_sidecar_token_is_denied_what_it_does_not_need(kube_env, rbac, method, p
     s = kube_env.session(as_admin=False)
     r = s.request(method, kube_env.server + path,
                   data=None if body is None else json.dumps(body),
-                  headers={"Content-Type": "application/merge-patch+json"}, timeout=30)
+                  headers={"Content-Type": "application/merge-patch+json" if method == "PATCH"
+                           else "application/json"}, timeout=30)
     assert r.status_code == 403, (r.status_code, r.text[:300])
 
 
@@ -149,7 +156,7 @@ def test_a_403_names_the_missing_verb_and_resource(kube_env, rbac, tmp_path, cap
     ns, name = kube_env.namespace, uid("deny")
     admin.pod(name, ns)
     cfg = StorageConfig(type="InKube", result_configmap=DEFAULT_RESULT_CONFIGMAP,
-                        result_namespace="default")  # no RoleBinding there
+                        result_namespace=UNBOUND_NS)  # no RoleBinding there
     s = store(cfg, name, ns, tmp_path, kube_env.sidecar_kubeconfig)
     try:
         with caplog.at_level(logging.ERROR, logger="kidecar.storage.kube"):
@@ -161,7 +168,7 @@ def test_a_403_names_the_missing_verb_and_resource(kube_env, rbac, tmp_path, cap
         entries = [e for _, e in s.journal.entries()]
         assert entries and entries[0]["parts"] == ["configmap", "event"]
         lines = [r.getMessage() for r in caplog.records]
-        assert any("may not patch configmaps in namespace \"default\"" in line
+        assert any(f"may not patch configmaps in namespace \"{UNBOUND_NS}\"" in line
                    and "config/rbac.yaml" in line for line in lines), lines
     finally:
         s.close()
