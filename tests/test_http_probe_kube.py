@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from kidecar_supervisor.plugin_api import PodIdentity
@@ -21,6 +22,7 @@ from kidecar_supervisor.storage.base import JOURNALED, StorageConfig
 from kidecar_supervisor.storage.inkube import InKubeStore
 from tests.game_endpoint import GameEndpoint
 from tests.http_probe_support import run_plugin, wait_until
+from tests.sidecar_process import start_sidecar
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -183,3 +185,33 @@ def test_probing_continues_through_an_api_outage_and_the_latest_state_lands(
         labels, annotations = pod_meta(kube_env, pod)
         assert "gameserver-idle" not in labels
         assert "controller.kubernetes.io/pod-deletion-cost" not in annotations
+
+
+def test_seed_config_in_the_real_sidecar_drives_the_game_server(
+    kube_env: Any, pod: str, game: GameEndpoint, tmp_path: Path
+) -> None:
+    """The published seed document, unchanged but for the URL and timings, end to end."""
+    configmap = yaml.safe_load((REPO / "tests" / "fixtures" / "seed-http-probe.yaml").read_text())
+    config = yaml.safe_load(configmap["data"]["config.yaml"])
+    probe = config["plugins"][0]["config"]
+    probe["endpoints"][0]["url"] = game.url()
+    probe["startDelaySeconds"], probe["probeIntervalSeconds"] = 0, 0.2
+    game.set("/", body="Allocated")
+    env = {"POD_NAME": pod, "POD_NAMESPACE": kube_env.namespace,
+           "KUBECONFIG": kube_env.sidecar_kubeconfig}
+    sidecar = start_sidecar(config, tmp_path, env=env)
+    try:
+        sidecar.wait_for(lambda: ops_state(kube_env, pod) == "Allocated", timeout=30,
+                         what="opsState Allocated")
+        game.set("/", body="WaitToBeDeleted")
+        sidecar.wait_for(lambda: ops_state(kube_env, pod) == "WaitToBeDeleted", timeout=30,
+                         what="opsState WaitToBeDeleted")
+        writes = len(api_writes(kube_env, pod))
+        seen = game.request_count()
+        sidecar.wait_for(lambda: game.request_count() >= seen + 20, what="20 more probes")
+        assert len(api_writes(kube_env, pod)) == writes
+        game.set("/", body="None")
+        sidecar.wait_for(lambda: ops_state(kube_env, pod) == "None", timeout=30,
+                         what="opsState None")
+    finally:
+        assert sidecar.stop() == 0
