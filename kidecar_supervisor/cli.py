@@ -61,13 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
         "health", help="ask this container's own supervisor (control socket) if it is healthy")
     health.add_argument("--state-dir", help="state dir of the sidecar to ask")
     health.add_argument("--ready", action="store_true", help="check readiness instead")
+
+    from kidecar_supervisor.inject import add_arguments as add_inject_arguments
+
+    add_inject_arguments(commands.add_parser(
+        "inject", help="add kidecar to every pod template of a manifest file (idempotent)"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status,
-                "restart": cmd_restart, "hot-update": cmd_hot_update, "health": cmd_health}
+                "restart": cmd_restart, "hot-update": cmd_hot_update, "health": cmd_health,
+                "inject": cmd_inject}
     return int(handlers[args.command](args))
 
 
@@ -217,6 +223,12 @@ def cmd_health(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"unhealthy: {reply.get('error')}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def cmd_inject(args: argparse.Namespace) -> int:
+    from kidecar_supervisor.inject import run_cli
+
+    return run_cli(args)
 
 
 if __name__ == "__main__":
