@@ -179,9 +179,9 @@ def test_start_delay_is_honoured(game: GameEndpoint, tmp_path: Path) -> None:
     with run_plugin(config(endpoint(game.url()), delay=0.6, interval=0.1), tmp_path):
         wait_until(lambda: game.request_count() >= 3)
     hits = game.requests()
-    assert 0.6 <= hits[0].at - started < 0.9
+    assert 0.6 <= hits[0].at - started < 1.2
     gaps = [b.at - a.at for a, b in zip(hits, hits[1:], strict=False)]
-    assert all(0.05 < gap < 0.2 for gap in gaps), gaps
+    assert all(0.05 < gap < 0.35 for gap in gaps), gaps
 
 
 @pytest.mark.slow
@@ -195,9 +195,10 @@ def test_a_slow_endpoint_does_not_delay_another(game: GameEndpoint, tmp_path: Pa
     fast = [h.at for h in game.requests("/fast")]
     slow = game.requests("/slow")
     assert len(slow) <= 2
-    assert len(fast) >= 17, len(fast)
+    assert len(fast) >= 14, len(fast)
+    # a shared schedule would leave 1.5 s holes while the slow answer is awaited
     gaps = [b - a for a, b in zip(fast, fast[1:], strict=False)]
-    assert max(gaps) < 0.2, gaps
+    assert max(gaps) < 0.5, gaps
 
 
 def test_first_endpoint_with_a_matching_policy_wins(game: GameEndpoint, tmp_path: Path) -> None:
