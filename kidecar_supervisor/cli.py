@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", help="local state: results, journal, control socket "
                                          f"(default: $KIDECAR_STATE_DIR or {DEFAULT_STATE_DIR})")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--empty", action="store_true",
+                     default=os.environ.get("KIDECAR_EMPTY", "").lower() in ("1", "true", "yes"),
+                     help="do nothing but wait (SidecarSet hotUpgradeEmptyImage); also KIDECAR_EMPTY=1")
 
     validate = commands.add_parser("validate", help="check a config file; exit 0 or 1")
     validate.add_argument("config", help="config file to check")
@@ -83,7 +86,7 @@ def _state_dir(value: str | None) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     # the supervisor imports what every child shares *before* it forks them
-    from kidecar_supervisor.config import config_path, load_config
+    from kidecar_supervisor.config import SidecarConfig, config_path, load_config
     from kidecar_supervisor.config_reader import ConfigError
     from kidecar_supervisor.http_app import load_token
     from kidecar_supervisor.structured_log import setup_logging
@@ -91,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     path = config_path(args.config)
     try:
-        config = load_config(path)
+        config = SidecarConfig(plugins=()) if args.empty else load_config(path)
         preflight(config)
     except ConfigError as exc:
         print(f"kidecar: invalid config: {exc}", file=sys.stderr)
@@ -104,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"kidecar: cannot read token file: {exc}", file=sys.stderr)
         return EXIT_FAILED
     options = RunOptions(state_dir=_state_dir(args.state_dir), port=port,
-                         host=args.host or config.http.host, token=token)
+                         host=args.host or config.http.host, token=token, empty=args.empty)
     try:
         options.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -36,8 +36,14 @@ class ControlError(Exception):
     """The supervisor could not be reached or did not answer in time."""
 
 
+def _instance_suffix() -> str:
+    """Two kidecar containers (SidecarSet hot upgrade) may share a state dir: keep apart."""
+    version = os.environ.get("SIDECARSET_VERSION", "").strip()
+    return f"-v{version}" if version.isdigit() else ""
+
+
 def control_socket_path(state_dir: Path) -> str:
-    path = str(state_dir / "control.sock")
+    path = str(state_dir / f"control{_instance_suffix()}.sock")
     if len(path) <= _MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
@@ -47,7 +53,7 @@ def control_socket_path(state_dir: Path) -> str:
 def create_authkey(state_dir: Path) -> bytes:
     """A fresh random key, readable by this user only (the CLI reads it too)."""
     key = secrets.token_bytes(32)
-    path = state_dir / "control.key"
+    path = state_dir / f"control{_instance_suffix()}.key"
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -57,7 +63,7 @@ def create_authkey(state_dir: Path) -> bytes:
 
 
 def read_authkey(state_dir: Path) -> bytes:
-    return (state_dir / "control.key").read_bytes()
+    return (state_dir / f"control{_instance_suffix()}.key").read_bytes()
 
 
 class ControlServer:

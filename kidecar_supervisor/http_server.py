@@ -9,6 +9,7 @@ The threaded worker keeps ``/healthz`` answering while a long hot update runs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -46,8 +47,9 @@ class EmbeddedGunicorn(BaseApplication):
         return self._app
 
 
-def gunicorn_options(listen_fd: int, settings: HttpSettings, log_level: str) -> dict[str, Any]:
-    return {
+def gunicorn_options(listen_fd: int, settings: HttpSettings, log_level: str,
+                     on_worker_ready: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    options: dict[str, Any] = {
         "bind": [f"fd://{listen_fd}"],
         "workers": 1,
         "worker_class": "gthread",
@@ -62,10 +64,14 @@ def gunicorn_options(listen_fd: int, settings: HttpSettings, log_level: str) -> 
         "accesslog": None,
         "proc_name": "kidecar-http",
     }
+    if on_worker_ready is not None:
+        options["post_worker_init"] = on_worker_ready
+    return options
 
 
-def serve_http(app: Flask, listen_fd: int, settings: HttpSettings, log_level: str) -> int:
+def serve_http(app: Flask, listen_fd: int, settings: HttpSettings, log_level: str,
+               on_worker_ready: Callable[[Any], None] | None = None) -> int:
     """Run gunicorn until it is told to stop; the HTTP child's whole life."""
     logging.getLogger("kidecar.http").info("HTTP serving on fd %d", listen_fd)
-    EmbeddedGunicorn(app, gunicorn_options(listen_fd, settings, log_level)).run()
+    EmbeddedGunicorn(app, gunicorn_options(listen_fd, settings, log_level, on_worker_ready)).run()
     return 0

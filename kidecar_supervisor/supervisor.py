@@ -42,6 +42,13 @@ from kidecar_supervisor.control_channel import (
     control_socket_path,
     create_authkey,
 )
+from kidecar_supervisor.handoff import (
+    HandoffRefused,
+    HandoffServer,
+    HandoffSettings,
+    Takeover,
+    ask_older_instance,
+)
 from kidecar_supervisor.plugin_api import PodIdentity
 from kidecar_supervisor.restart_policy import RestartTracker
 from kidecar_supervisor.storage.base import StorageConfig
@@ -63,6 +70,8 @@ class RunOptions:
     host: str = "0.0.0.0"
     token: str = ""
     shutdown_grace_seconds: float = 25.0
+    #: ``kidecar run --empty``: serve nothing, only wait (SidecarSet hotUpgradeEmptyImage)
+    empty: bool = False
 
 
 @dataclass
@@ -148,6 +157,12 @@ class Supervisor:
         self._boot_step_since = 0.0
         self._listen_socket: socket.socket | None = None
         self._control: ControlServer | None = None
+        #: "serving"; "draining" after handing the socket to a newer kidecar; then "idle"
+        self.mode = "serving"
+        self._handoff_settings = HandoffSettings.from_env(options.port)
+        self._takeover: Takeover | None = None
+        self._handoff_server: HandoffServer | None = None
+        self._drain_deadline = 0.0
 
     # -- plan --------------------------------------------------------------------
     def _plan_children(self, config: SidecarConfig) -> list[Child]:
@@ -183,7 +198,7 @@ class Supervisor:
             signal.signal(sig, lambda *_: None)  # the wake-up fd carries the signal number
         self._selector.register(self._signal_r, selectors.EVENT_READ, ("signal", None))
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
-        self._listen_socket = self._bind()
+        self._obtain_listener()
         address = control_socket_path(self.options.state_dir)
         self._authkey = create_authkey(self.options.state_dir)
         self._control = ControlServer(address, self._authkey, self._submit)
@@ -199,6 +214,57 @@ class Supervisor:
         finally:
             self._final_sweep()
         return self.exit_code
+
+    def _obtain_listener(self) -> None:
+        """Take the socket from an older kidecar (hot upgrade), or bind it ourselves."""
+        settings = self._handoff_settings
+        if self.options.empty:
+            self._go_idle("started empty (--empty): waiting, serving nothing")
+            return
+        if settings is not None:
+            try:
+                self._takeover = ask_older_instance(settings)
+            except HandoffRefused as exc:
+                self._go_idle(f"hot upgrade: {exc}; staying idle")
+                return
+        if self._takeover is not None:
+            self._listen_socket = self._takeover.listener
+            hot = self._takeover.state.get("hot_update") or {}
+            log.info("hot upgrade: took the listening socket from version %d (its hot update: "
+                     "%s)", self._takeover.peer_version, hot.get("version") or "none")
+            return
+        if settings is not None:
+            log.info("hot upgrade: no older instance answered at %s; binding port %d",
+                     settings.socket_path, self.options.port)
+        self._listen_socket = self._bind()
+        self._serve_handoffs()
+
+    def _serve_handoffs(self) -> None:
+        if self._handoff_settings is None or self._listen_socket is None:
+            return
+        self._handoff_server = HandoffServer(
+            self._handoff_settings, self._listen_socket, self._handoff_state, self._handed_over)
+
+    def _handed_over(self, peer: int) -> None:
+        """Called from the handoff thread: let the main loop drain."""
+        self._submit({"op": "handed_over", "peer": peer, "timeout": 10.0})
+
+    def _handoff_state(self) -> dict[str, Any]:
+        """What a newer instance should know: the hot update applied here."""
+        if self.config.plugin("hot_update") is None:
+            return {}
+        try:
+            reply = self._submit({"op": "call", "target": "hot_update",
+                                  "method": "hot_update_status", "params": {}, "timeout": 5.0})
+        except ControlError:
+            return {}
+        result = reply.get("result") or {}
+        return {"hot_update": {k: result.get(k) for k in ("version", "url", "file", "sha256")}}
+
+    def _go_idle(self, reason: str) -> None:
+        log.info("%s", reason)
+        self.mode = "idle"
+        self.children = []
 
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.options.host else socket.AF_INET
@@ -250,10 +316,25 @@ class Supervisor:
                 signal_group(child.pid, signal.SIGKILL)
                 child.stop_deadline = None
             self._check_heartbeat(child, now)
-        if not self.shutting_down:
-            self._boot_next(now)
-        else:
+        if self.shutting_down:
             self._shutdown_step()
+        elif self.mode == "draining":
+            self._drain_step()
+        else:
+            self._boot_next(now)
+            self._finish_takeover()
+
+    def _finish_takeover(self) -> None:
+        """Tell the older instance to stop once our HTTP workers serve and plugins run."""
+        if self._takeover is None or self._boot_index < len(self.children):
+            return
+        http = self.child("http")
+        if http is None or not http.ready:
+            return
+        self._takeover.send_ready()
+        self._takeover = None
+        log.info("hot upgrade: serving; told the older instance to stop accepting")
+        self._serve_handoffs()
 
     def _check_heartbeat(self, child: Child, now: float) -> None:
         if child.kind not in ("plugin", "storage") or child.state != "Running":
@@ -301,8 +382,8 @@ class Supervisor:
         child.started_at = now
         child.last_message_at = now
         child.state = "Running" if child.kind in ("binary", "http") else "Starting"
-        if child.kind in ("binary", "http"):
-            child.ready = True
+        # binaries are ready when running; HTTP once its worker serves (it tells us)
+        child.ready = child.kind == "binary"
         log.info("started %s (pid %d)", child.name, child.pid, extra={"plugin": child.name})
 
     def _inherited_fds(self, keep: set[int]) -> list[int]:
@@ -360,8 +441,15 @@ class Supervisor:
         address = control_socket_path(self.options.state_dir)
         client = ControlClient(address, self._authkey)
         app = create_app(client, token=self.options.token)
+
+        def worker_ready(worker: Any) -> None:
+            try:
+                client.request({"op": "http_serving", "pid": os.getpid()}, timeout=5.0)
+            except ControlError as exc:
+                log.warning("could not report the HTTP worker ready: %s", exc)
+
         return serve_http(app, self._listen_socket.fileno(), self.config.http,
-                          self.config.log_level)
+                          self.config.log_level, worker_ready)
 
     def _start_binary(self, child: Child) -> None:
         assert child.spec is not None
@@ -649,8 +737,12 @@ class Supervisor:
                 child.state = "Stopped"
 
     def _shutdown_step(self) -> None:
-        """Stop HTTP first (no new requests), then plugins in reverse boot order, storage last."""
-        remaining = max(0.0, self._shutdown_deadline - time.monotonic())
+        self._stop_in_order(self._shutdown_deadline)
+
+    def _stop_in_order(self, deadline: float) -> bool:
+        """Stop HTTP first (no new requests), then plugins in reverse boot order, storage
+        last, one at a time; True while some child is still alive."""
+        remaining = max(0.0, deadline - time.monotonic())
         order = [c for c in self.children if c.kind == "http"]
         order += [c for c in reversed(self.children) if c.kind in ("plugin", "binary")]
         order += [c for c in self.children if c.kind == "storage"]
@@ -658,11 +750,34 @@ class Supervisor:
             if child.alive and child.state != "Stopping":
                 self._stop(child, grace=min(child.restart.stop_grace_seconds, remaining))
             if child.alive:
-                return  # one at a time, in order
+                return True
+        return False
+
+    def _begin_drain(self, peer: int) -> None:
+        """A newer kidecar serves our socket: stop accepting, finish, stop plugins, idle."""
+        log.info("hot upgrade: version %s serves now; draining", peer)
+        self.mode = "draining"
+        grace = max([self.config.http.graceful_timeout_seconds + 1.0]
+                    + [c.restart.stop_grace_seconds for c in self.children])
+        self._drain_deadline = time.monotonic() + grace * 2
+        for child in self.children:
+            child.wanted = False
+            child.next_start_at = None
+
+    def _drain_step(self) -> None:
+        if self._stop_in_order(self._drain_deadline):
+            return
+        if self._listen_socket is not None:
+            self._listen_socket.close()  # close, never shutdown(): the newer one uses it
+            self._listen_socket = None
+        self.mode = "idle"
+        log.info("hot upgrade: drained; idle (the newer instance serves)")
 
     def _final_sweep(self) -> None:
         if self._control is not None:
             self._control.close()
+        if self._handoff_server is not None:
+            self._handoff_server.close()
         for child in self.children:
             if child.alive:
                 signal_group(child.pid, signal.SIGKILL)
@@ -706,6 +821,14 @@ class Supervisor:
         now = time.monotonic()
         if op == "health":
             request.answer(self._health())
+        elif op == "http_serving":
+            http = self.child("http")
+            if http is not None and http.alive:
+                http.ready = True
+            request.answer({"ok": True, "result": None})
+        elif op == "handed_over":
+            self._begin_drain(int(message.get("peer", 0)))
+            request.answer({"ok": True, "result": None})
         elif op == "ready":
             request.answer(self._readiness())
         elif op == "plugins":
@@ -743,10 +866,15 @@ class Supervisor:
         if failed:
             return {"ok": False, "status": 503, "error": f"plugin(s) failed: {', '.join(failed)}",
                     "failed": failed}
-        return {"ok": True, "result": {"status": "ok", "version": __version__,
-                                       "uptime": round(time.monotonic() - self.started_at, 3)}}
+        return {"ok": True, "result": {
+            "status": "ok", "version": __version__, "mode": self.mode,
+            "sidecarsetVersion": self._handoff_settings.version if self._handoff_settings else None,
+            "uptime": round(time.monotonic() - self.started_at, 3)}}
 
     def _readiness(self) -> dict[str, Any]:
+        if self.mode != "serving" and not self.shutting_down:
+            # the idle half of a hot upgrade must not make the pod unready
+            return {"ok": True, "result": {"status": "ready", "mode": self.mode}}
         # every configured plugin counts, even one an operator stopped on purpose
         waiting = [c.name for c in self.children
                    if not (c.state == "Running" and c.ready) and c.state != "Completed"]

@@ -14,9 +14,12 @@ hashing the file.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,9 +49,30 @@ class FileSlot:
     def __init__(self, file_dir: Path) -> None:
         self.dir = file_dir
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive use of ``fileDir`` across processes (flock; freed if the holder dies).
+
+        During a hot upgrade two kidecar instances share the directory: the newer
+        one must neither clean up the older one's in-flight temp file nor update
+        at the same time.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # flock on the directory itself: no lock file for the game to see
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def prepare(self) -> None:
         """Create ``fileDir`` and undo what a crash mid-update left behind."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        with self.locked():
+            self._clean_leftovers()
+
+    def _clean_leftovers(self) -> None:
+        """Under the lock, any temp or backup file is a dead writer's leftover."""
         for entry in self.dir.iterdir():
             if entry.name.startswith(TEMP_PREFIX):
                 log.info("removing a temp file left by an interrupted download: %s", entry)

@@ -194,8 +194,12 @@ class HotUpdatePlugin(Plugin):
         try:
             if not restoring:
                 self._preflight()
-            fetched = self._download(request, progress, cancel)
-            outcome = self._install_and_reload(request, fetched, restoring, cancel)
+            with self.slot.locked():  # another kidecar (hot upgrade) may share fileDir
+                fetched = self._download(request, progress, cancel)
+                outcome = self._install_and_reload(request, fetched, restoring, cancel)
+                # the manifest too, before another instance may look at the directory
+                self.slot.write_manifest(request.version, request.url, request.file_name,
+                                         fetched.sha256 or request.sha256)
         except UpdateFailed as failure:
             self.updates.failed(None, {"error": failure.message, "stage": failure.stage,
                                        "status": failure.status, "version": request.version,
@@ -251,7 +255,6 @@ class HotUpdatePlugin(Plugin):
     def _succeeded(self, request: UpdateRequest, fetched: Downloaded, outcome: ReloadOutcome,
                    seconds: float) -> dict[str, Any]:
         sha256 = fetched.sha256 or request.sha256
-        self.slot.write_manifest(request.version, request.url, request.file_name, sha256)
         message = f"applied {request.file_name} ({fetched.size} bytes); {outcome.message}"
         record = ResultRecord(plugin=PLUGIN_NAME, version=request.version, url=request.url,
                               success=True, message=message, sha256=sha256)
