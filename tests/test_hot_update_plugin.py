@@ -422,7 +422,7 @@ if sibling == 0:
     os._exit(0)
 game = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
 time.sleep(0.3)
-found = sorted(p.pid for p in find_processes(marker))
+found = find_processes(marker)
 print(found == [game.pid], sibling in found, os.getpid() in found)
 game.kill()
 os.kill(sibling, signal.SIGKILL)
