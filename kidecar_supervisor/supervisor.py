@@ -205,9 +205,9 @@ class Supervisor:
         self._control.start()
         gc.collect()
         gc.freeze()  # forked children share these pages instead of copying them on GC
-        log.info("kidecar %s starting: %d plugin(s), HTTP on %s:%d, state in %s", __version__,
-                 len(self.children) - 2, self.options.host, self.options.port,
-                 self.options.state_dir)
+        log.info("kidecar %s starting (%s): %d plugin(s), HTTP on %s:%d, state in %s",
+                 __version__, self.mode, len([c for c in self.children if not c.internal]),
+                 self.options.host, self.options.port, self.options.state_dir)
         self._boot_step_since = time.monotonic()
         try:
             self._loop()

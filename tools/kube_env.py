@@ -863,7 +863,7 @@ def install_crds(dir: str | Path, files: Iterable[Path] | None = None,
     for name in names:
         while True:
             r = s.get(base + name, timeout=10)
-            conds = r.json().get("status", {}).get("conditions", []) if r.ok else []
+            conds = ((r.json().get("status") or {}).get("conditions") or []) if r.ok else []
             if any(c["type"] == "Established" and c["status"] == "True" for c in conds):
                 break
             if time.monotonic() > deadline:
