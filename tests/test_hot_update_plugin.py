@@ -447,3 +447,18 @@ def test_repost_with_a_checksum_not_yet_verified_downloads_again(
     assert upstream.count("/files/index.html") == 2
     assert run.call({"version": "v2", "url": url, "sha256": sha})[1]["status"] == "unchanged"
     assert upstream.count("/files/index.html") == 2
+
+
+def test_a_large_download_does_not_fill_the_page_cache(tmp_path: Path, file_dir: Path,
+                                                       upstream: UpstreamServer,
+                                                       game: FakeGame) -> None:
+    """Page cache counts against the sidecar's memory limit: written pages are dropped."""
+    size = 128 << 20
+    url = upstream.url(f"huge/big.bin?size={size}")
+    with signal_run(tmp_path, file_dir, game) as run:
+        status, body = run.call({"version": "v8", "url": url, "sha256": pattern_sha256(size)})
+        assert status == 200, body
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
+                          str(file_dir / "big.bin")], capture_output=True, text=True, check=True)
+    resident = int(out.stdout.split()[0])
+    assert resident <= 24 << 20, f"{resident >> 20} MiB of the file stayed in the page cache"
