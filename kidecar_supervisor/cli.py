@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("restart", "restart one plugin of a running sidecar"),
                        ("hot-update", "ask a running sidecar for a hot update")):
         sub = commands.add_parser(name, help=text)
-        sub.add_argument("--url", default=_default_url(),
-                         help="sidecar base URL (default: $KIDECAR_URL or http://127.0.0.1:$KIDECAR_PORT)")
+        sub.add_argument("--sidecar", default=_default_url(), metavar="URL",
+                         help="the sidecar's base URL (default: $KIDECAR_URL or "
+                              "http://127.0.0.1:$KIDECAR_PORT)")
         sub.add_argument("--token", default=os.environ.get("KIDECAR_TOKEN", ""),
                          help="bearer token (default: $KIDECAR_TOKEN)")
         sub.add_argument("--json", action="store_true", help="print the raw JSON answer")
@@ -56,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "hot-update":
             sub.add_argument("--version", required=True, dest="update_version",
                              help="version, e.g. v2")
-            sub.add_argument("--file-url", "--from", dest="file_url", required=True,
-                             help="URL of the new file")
+            sub.add_argument("--url", dest="file_url", required=True,
+                             help="URL of the new file (http/https)")
             sub.add_argument("--sha256", help="expected sha256 of the file")
 
     health = commands.add_parser(
@@ -154,10 +155,10 @@ def _http(args: argparse.Namespace, method: str, path: str,
 
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     try:
-        response = requests.request(method, args.url.rstrip("/") + path, json=data,
+        response = requests.request(method, args.sidecar.rstrip("/") + path, json=data,
                                     headers=headers, timeout=(3, 3600))
     except requests.RequestException as exc:
-        print(f"kidecar: cannot reach the sidecar at {args.url}: {exc}", file=sys.stderr)
+        print(f"kidecar: cannot reach the sidecar at {args.sidecar}: {exc}", file=sys.stderr)
         return -1, None
     try:
         body = response.json()

@@ -293,23 +293,23 @@ def test_cli_status_restart_and_health(running, tmp_path: Path) -> None:
     sidecar = running([{"name": "test_sleeper"}])
     sidecar.wait_state("test_sleeper", "Running")
     cli = [sys.executable, "-m", "kidecar_supervisor.cli"]
-    status = subprocess.run([*cli, "status", "--url", sidecar.url], capture_output=True,
+    status = subprocess.run([*cli, "status", "--sidecar", sidecar.url], capture_output=True,
                             text=True, timeout=30)
     assert status.returncode == 0, status.stderr
     assert "test_sleeper" in status.stdout and "Running" in status.stdout
     before = sidecar.plugin("test_sleeper")["pid"]
-    restart = subprocess.run([*cli, "restart", "test_sleeper", "--url", sidecar.url],
+    restart = subprocess.run([*cli, "restart", "test_sleeper", "--sidecar", sidecar.url],
                              capture_output=True, text=True, timeout=30)
     assert restart.returncode == 0, restart.stderr
     sidecar.wait_for(lambda: sidecar.plugin("test_sleeper")["pid"] not in (None, before),
                      what="restarted by the CLI")
-    unknown = subprocess.run([*cli, "restart", "nope", "--url", sidecar.url],
+    unknown = subprocess.run([*cli, "restart", "nope", "--sidecar", sidecar.url],
                              capture_output=True, text=True, timeout=30)
     assert unknown.returncode == 1 and "unknown plugin" in unknown.stderr
     health = subprocess.run([*cli, "health", "--state-dir", str(sidecar.state_dir)],
                             capture_output=True, text=True, timeout=30)
     assert health.returncode == 0, health.stderr
-    unreachable = subprocess.run([*cli, "status", "--url", "http://127.0.0.1:9"],
+    unreachable = subprocess.run([*cli, "status", "--sidecar", "http://127.0.0.1:9"],
                                  capture_output=True, text=True, timeout=30)
     assert unreachable.returncode == 3
 
@@ -322,3 +322,32 @@ def test_init_failure_is_reported_and_budgeted(running) -> None:
     assert "crash loop" in info["lastError"]
     assert "the game directory /nowhere does not exist" in sidecar.log()
     assert sidecar.get("/healthz").status_code == 503
+
+
+def test_cli_hot_update_is_a_client_of_the_api(running, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.upstream_server import UpstreamServer
+
+    shared = tmp_path / "shared"
+    game = subprocess.Popen(["sh", "-c", "trap '' HUP; sleep 120", "fake-game-cli"])
+    try:
+        with UpstreamServer() as upstream:
+            url = upstream.add_file("level.cfg", b"level=2\n")
+            sidecar = running([{"name": "hot_update", "config": {
+                "fileDir": str(shared), "loadPatchType": "signal",
+                "signal": {"processName": "fake-game-cli", "signalName": "SIGHUP"}}}])
+            cli = [sys.executable, "-m", "kidecar_supervisor.cli", "hot-update",
+                   "--sidecar", sidecar.url]
+            ok = subprocess.run([*cli, "--version", "v2", "--url", url], capture_output=True,
+                                text=True, timeout=60)
+            assert ok.returncode == 0, ok.stderr
+            assert '"version": "v2"' in ok.stdout
+            assert (shared / "level.cfg").read_bytes() == b"level=2\n"
+            bad = subprocess.run([*cli, "--version", "two", "--url", url], capture_output=True,
+                                 text=True, timeout=60)
+            assert bad.returncode == 1 and "HTTP 400" in bad.stderr
+    finally:
+        game.kill()
+        game.wait()
