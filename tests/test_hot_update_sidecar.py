@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.fake_game import FakeGame
@@ -158,8 +159,10 @@ def test_restart_restores_before_readyz(tmp_path: Path, upstream: UpstreamServer
 def test_process_name_matching_the_sidecar_itself_signals_nothing(
         tmp_path: Path, upstream: UpstreamServer, file_dir: Path) -> None:
     """Its HTTP and storage processes carry the sidecar's command line: never targets."""
-    sidecar = start_sidecar(config(file_dir, "kidecar_supervisor.cli run"), tmp_path,
-                            wait_ready=True)
+    # the config path is unique to this test: other sidecars on the machine never match
+    own_config = str(tmp_path / "kidecar.yaml")
+    sidecar = start_sidecar(config(file_dir, own_config), tmp_path, wait_ready=True)
+    assert own_config in " ".join(psutil.Process(sidecar.proc.pid).cmdline())
     try:
         before = {p["name"]: (p["pid"], p["restarts"])
                   for p in sidecar.get("/plugins").json()}
