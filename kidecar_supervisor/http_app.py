@@ -147,7 +147,8 @@ def _hot_update_params() -> tuple[dict[str, Any], str]:
         source: dict[str, Any] = body
     else:
         source = request.form.to_dict() or request.args.to_dict()
-    params: dict[str, Any] = {k: source[k] for k in ("version", "url", "sha256") if k in source}
+    # every field goes to the plugin, so a typo (``sha=``) gets its 400, not silence
+    params: dict[str, Any] = dict(source)
     for key, value in params.items():
         if not isinstance(value, str):
             return {}, f"{key} must be a string"

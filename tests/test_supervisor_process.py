@@ -351,3 +351,17 @@ def test_cli_hot_update_is_a_client_of_the_api(running, tmp_path: Path) -> None:
     finally:
         game.kill()
         game.wait()
+
+
+def test_hot_update_with_a_mistyped_field_is_refused(running, tmp_path: Path) -> None:
+    sidecar = running([{"name": "hot_update", "config": {
+        "fileDir": str(tmp_path / "shared"), "loadPatchType": "signal",
+        "signal": {"processName": "whatever-game", "signalName": "SIGHUP"}}}])
+    sidecar.wait_for(lambda: sidecar.get("/readyz").status_code == 200, what="ready")
+    answer = sidecar.post("/hot-update", data={"version": "v1", "url": "http://127.0.0.1:9/a",
+                                               "sha": "abc"})
+    assert answer.status_code == 400
+    assert "unknown field(s) sha" in answer.json()["error"]
+    not_json = sidecar.post("/hot-update", data="[1,2]",
+                            headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 400 and "JSON object" in not_json.json()["error"]
