@@ -86,7 +86,11 @@ def _state_dir(value: str | None) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    # the supervisor imports what every child shares *before* it forks them
+    # the supervisor imports what its children use *before* it forks them, so those
+    # pages are shared (PSS) instead of loaded again in each child
+    import kidecar_supervisor.http_server  # noqa: F401 - gunicorn, for the HTTP child
+    import kidecar_supervisor.plugin_runtime  # noqa: F401 - every plugin process
+    import kidecar_supervisor.storage.local  # noqa: F401 - sqlite3, for the storage child
     from kidecar_supervisor.config import SidecarConfig, config_path, load_config
     from kidecar_supervisor.config_reader import ConfigError
     from kidecar_supervisor.http_app import load_token

@@ -203,6 +203,7 @@ class Supervisor:
         self._authkey = create_authkey(self.options.state_dir)
         self._control = ControlServer(address, self._authkey, self._submit)
         self._control.start()
+        self._http_app = self._build_http_app(address)
         gc.collect()
         gc.freeze()  # forked children share these pages instead of copying them on GC
         log.info("kidecar %s starting (%s): %d plugin(s), HTTP on %s:%d, state in %s",
@@ -432,15 +433,19 @@ class Supervisor:
         return run_plugin_process(plugin_class, child.name, config, conn, self.options.state_dir,
                                   self.identity, interval, child.restart.stop_grace_seconds)
 
-    def _http_body(self) -> int:
+    def _build_http_app(self, address: str) -> Any:
+        """Built once, before forking: every HTTP child shares its pages."""
         from kidecar_supervisor.control_channel import ControlClient
         from kidecar_supervisor.http_app import create_app
+
+        self._http_client = ControlClient(address, self._authkey)
+        return create_app(self._http_client, token=self.options.token)
+
+    def _http_body(self) -> int:
         from kidecar_supervisor.http_server import serve_http
 
         assert self._listen_socket is not None
-        address = control_socket_path(self.options.state_dir)
-        client = ControlClient(address, self._authkey)
-        app = create_app(client, token=self.options.token)
+        client = self._http_client
 
         def worker_ready(worker: Any) -> None:
             try:
@@ -448,7 +453,7 @@ class Supervisor:
             except ControlError as exc:
                 log.warning("could not report the HTTP worker ready: %s", exc)
 
-        return serve_http(app, self._listen_socket.fileno(), self.config.http,
+        return serve_http(self._http_app, self._listen_socket.fileno(), self.config.http,
                           self.config.log_level, worker_ready)
 
     def _start_binary(self, child: Child) -> None:
