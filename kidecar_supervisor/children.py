@@ -32,34 +32,59 @@ def become_subreaper() -> bool:
         return False
 
 
-def fork_child(body: Callable[[], int], close_fds: Iterable[int]) -> int:
-    """Fork; the child leads a new process group, closes ``close_fds`` and runs ``body``.
+def fork_child(body: Callable[[], int], keep_fds: Iterable[int]) -> int:
+    """Fork; the child leads a new process group, keeps only stdio and ``keep_fds``
+    (no other child's pipe, no control connection, no handoff socket) and runs ``body``.
 
     The child never returns into the caller: it leaves through ``os._exit``.
     """
-    pid = os.fork()
+    # no other thread may be half-way through a log line when we fork, or the child
+    # would inherit a held stream lock and block on its first line
+    locks = [handler.lock for handler in logging.getLogger().handlers if handler.lock]
+    for lock in locks:
+        lock.acquire()
+    try:
+        pid = os.fork()
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
     if pid:
+        for lock in locks:
+            lock.release()
         _set_group(pid)
         return pid
+    # the child: logging's own at-fork hook has already reset those locks. Nothing
+    # below may ever return or raise into the caller (the supervisor's code).
     code = 70  # EX_SOFTWARE if body itself blows up
     try:
         os.setpgid(0, 0)
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        for fd in close_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_inherited_fds(set(keep_fds))
         code = body()
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - report and leave, never return into the parent's code
         log.exception("child process failed")
         code = 70
     finally:
         os._exit(code)
+
+
+def close_inherited_fds(keep: set[int]) -> None:
+    """Close every fd of this (just forked) process but stdio and ``keep``."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def spawn_program(argv: list[str], env: dict[str, str], cwd: str | None) -> subprocess.Popen[bytes]:

@@ -39,6 +39,7 @@ class RestartSettings:
     restart_window_seconds: float = 300.0
     heartbeat_timeout_seconds: float = 30.0
     stop_grace_seconds: float = 10.0
+    start_timeout_seconds: float = 120.0
 
     @classmethod
     def parse(cls, reader: ConfigReader, base: RestartSettings) -> RestartSettings:
@@ -57,12 +58,15 @@ class RestartSettings:
                 "heartbeatTimeoutSeconds", default=base.heartbeat_timeout_seconds, positive=True),
             stop_grace_seconds=reader.number(
                 "stopGraceSeconds", default=base.stop_grace_seconds, minimum=0),
+            start_timeout_seconds=reader.number(
+                "startTimeoutSeconds", default=base.start_timeout_seconds, positive=True),
         )
 
 
 RESTART_KEYS = (
     "restartPolicy", "backoffSeconds", "maxBackoffSeconds", "backoffResetSeconds",
     "maxRestarts", "restartWindowSeconds", "heartbeatTimeoutSeconds", "stopGraceSeconds",
+    "startTimeoutSeconds",
 )
 
 

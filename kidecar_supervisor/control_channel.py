@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import (
@@ -116,7 +117,8 @@ class ControlServer:
                              daemon=True).start()
 
     def _authenticate(self, conn: Connection) -> bool:
-        watchdog = threading.Timer(_AUTH_TIMEOUT, conn.close)
+        # shutdown() (unlike close) wakes a read blocked in this thread
+        watchdog = threading.Timer(_AUTH_TIMEOUT, _shutdown_fd, args=(conn.fileno(),))
         watchdog.start()
         try:
             deliver_challenge(conn, self._authkey)
@@ -150,6 +152,13 @@ class ControlServer:
             return
         finally:
             conn.close()
+
+
+def _shutdown_fd(fd: int) -> None:
+    try:
+        socket.socket(fileno=os.dup(fd)).shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class ControlClient:

@@ -100,8 +100,12 @@ class PluginRuntime:
                     waiter[1].append(message)
                     waiter[0].set()
             elif kind == "call":
-                threading.Thread(target=self._serve_call, args=(message,),
-                                 name=f"call-{message.get('method')}", daemon=True).start()
+                try:
+                    threading.Thread(target=self._serve_call, args=(message,),
+                                     name=f"call-{message.get('method')}", daemon=True).start()
+                except RuntimeError as exc:  # no thread to be had: answer, keep reading
+                    self.send({"t": "reply", "id": message.get("id"), "ok": False,
+                               "error": {"status": 503, "error": f"plugin overloaded: {exc}"}})
             elif kind == "stop":
                 self.request_stop()
 

@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import queue
+import select
 import selectors
 import signal
 import socket
@@ -60,6 +61,10 @@ log = logging.getLogger("kidecar.supervisor")
 _INTERNAL_RESTART = RestartSettings(policy="Always", backoff_seconds=0.2, max_backoff_seconds=5.0,
                                     max_restarts=1_000_000, heartbeat_timeout_seconds=60.0)
 _BOOT_STEP_TIMEOUT = 30.0
+#: calls to a child that is (re)starting wait for it, up to this many
+_MAX_QUEUED_CALLS = 1000
+#: a routed call nobody answered is forgotten after this long
+_ROUTE_TTL = 3700.0
 _OUTPUT_LINE_LIMIT = 16 * 1024
 
 
@@ -102,6 +107,11 @@ class Child:
     next_start_at: float | None = None
     stop_deadline: float | None = None
     restart_after_stop: bool = False
+    #: the error this run reported itself (an init failure), kept over its exit code
+    run_error: str = ""
+    #: calls that arrived while the child was (re)starting: (message, reply_to, deadline)
+    queued_calls: list[tuple[dict[str, Any], tuple[Any, ...], float]] = field(
+        default_factory=list)
     tracker: RestartTracker = field(init=False)
 
     def __post_init__(self) -> None:
@@ -150,8 +160,8 @@ class Supervisor:
         self._selector = selectors.DefaultSelector()
         self._requests: queue.SimpleQueue[_ControlRequest] = queue.SimpleQueue()
         self._ids = itertools.count(1)
-        # routed calls in flight: our id -> (reply-to: child name or control request, their id)
-        self._routes: dict[int, tuple[str, Any, Any]] = {}
+        # routed calls in flight: our id -> (target name, reply-to, deadline)
+        self._routes: dict[int, tuple[str, tuple[Any, ...], float]] = {}
         self._gauges: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
         self._boot_index = 0
         self._boot_step_since = 0.0
@@ -229,6 +239,10 @@ class Supervisor:
                 self._go_idle(f"hot upgrade: {exc}; staying idle")
                 return
         if self._takeover is not None:
+            # both instances accept on the shared socket from now on: ours must not
+            # answer before our plugins run, so HTTP boots last
+            http = [c for c in self.children if c.kind == "http"]
+            self.children = [c for c in self.children if c.kind != "http"] + http
             self._listen_socket = self._takeover.listener
             hot = self._takeover.state.get("hot_update") or {}
             log.info("hot upgrade: took the listening socket from version %d (its hot update: "
@@ -278,12 +292,10 @@ class Supervisor:
 
     # -- main loop -----------------------------------------------------------------
     def _loop(self) -> None:
+        timeout = 0.0  # boot at once
         while True:
-            now = time.monotonic()
-            self._run_timers(now)
-            if self.shutting_down and not any(c.alive for c in self.children):
-                return
-            timeout = self._next_timer(time.monotonic())
+            # events first, timers after: after any stall, heartbeats already waiting
+            # in the pipes are read before a plugin is judged hung
             for key, _ in self._selector.select(timeout):
                 kind, child = key.data
                 if kind == "signal":
@@ -296,6 +308,10 @@ class Supervisor:
                     self._on_output(child)
             self._reap()
             self._serve_control_requests()
+            self._run_timers(time.monotonic())
+            if self.shutting_down and not any(c.alive for c in self.children):
+                return
+            timeout = self._next_timer(time.monotonic())
 
     def _next_timer(self, now: float) -> float:
         deadlines = [now + 1.0]  # a floor tick: heartbeat checks need no exact timer
@@ -306,6 +322,7 @@ class Supervisor:
         return max(0.0, min(deadlines) - now)
 
     def _run_timers(self, now: float) -> None:
+        self._expire_calls(now)
         for child in self.children:
             if child.next_start_at is not None and now >= child.next_start_at:
                 child.next_start_at = None
@@ -321,7 +338,7 @@ class Supervisor:
             self._shutdown_step()
         elif self.mode == "draining":
             self._drain_step()
-        else:
+        elif self.mode == "serving":
             self._boot_next(now)
             self._finish_takeover()
 
@@ -338,15 +355,17 @@ class Supervisor:
         self._serve_handoffs()
 
     def _check_heartbeat(self, child: Child, now: float) -> None:
-        if child.kind not in ("plugin", "storage") or child.state != "Running":
+        if child.kind not in ("plugin", "storage") or not child.alive:
+            return
+        limit = child.restart.start_timeout_seconds
+        if child.state == "Starting" and now - child.started_at > limit:
+            self._kill_hung(child, f"init() did not finish within {limit:g}s")
+            return
+        if child.state != "Running":
             return
         silent = now - child.last_message_at
         if silent > child.restart.heartbeat_timeout_seconds:
-            child.last_error = f"hung: no heartbeat for {silent:.1f}s"
-            log.error("%s is hung (no heartbeat for %.1fs): killing it", child.name, silent,
-                      extra={"plugin": child.name})
-            signal_group(child.pid, signal.SIGKILL)
-            child.state = "Stopping"
+            self._kill_hung(child, f"no heartbeat for {silent:.1f}s")
 
     # -- boot order ------------------------------------------------------------------
     def _boot_next(self, now: float) -> None:
@@ -369,6 +388,7 @@ class Supervisor:
         child.ready = False
         child.infos = {}
         child.last_exit = None
+        child.run_error = ""
         try:
             if child.kind == "binary":
                 self._start_binary(child)
@@ -387,33 +407,19 @@ class Supervisor:
         child.ready = child.kind == "binary"
         log.info("started %s (pid %d)", child.name, child.pid, extra={"plugin": child.name})
 
-    def _inherited_fds(self, keep: set[int]) -> list[int]:
-        """Our fds a new child must close so it holds no other child's pipe."""
-        fds = {self._wake_r, self._wake_w, self._signal_r.fileno(), self._signal_w.fileno()}
-        try:
-            fds.add(self._selector.fileno())
-        except (AttributeError, ValueError):
-            pass
-        if self._control is not None:
-            fds.add(self._control.fileno)
-        if self._listen_socket is not None:
-            fds.add(self._listen_socket.fileno())
-        for other in self.children:
-            if other.conn is not None:
-                fds.add(other.conn.fileno())
-            if other.output_fd >= 0:
-                fds.add(other.output_fd)
-        return sorted(fds - keep)
-
     def _start_forked(self, child: Child) -> None:
         parent_end, child_end = Pipe(duplex=True)
         keep = {child_end.fileno()}
         if child.kind == "http":
             assert self._listen_socket is not None
             keep.add(self._listen_socket.fileno())
-        close = self._inherited_fds(keep) + [parent_end.fileno()]
-        pid = fork_child(lambda: self._child_body(child, child_end), close)
-        child_end.close()
+        try:
+            pid = fork_child(lambda: self._child_body(child, child_end), keep)
+        except OSError:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
         child.pid = pid
         child.conn = parent_end
         self._selector.register(parent_end, selectors.EVENT_READ, ("pipe", child))
@@ -488,47 +494,87 @@ class Supervisor:
             child.state = "Running"
             child.version = message.get("version", "")
             log.info("%s is running", child.name, extra={"plugin": child.name})
+            self._flush_queued_calls(child)
         elif kind == "ready":
             child.ready = bool(message.get("ready"))
         elif kind == "error":
-            child.last_error = str(message.get("error", ""))
+            child.run_error = child.last_error = str(message.get("error", ""))
         elif kind == "gauge":
             labels = tuple(sorted((message.get("labels") or {}).items()))
             self._gauges[(child.name, message["name"], labels)] = float(message["value"])
         elif kind == "call":
-            self._route_call(child.name, message)
+            self._route_call(child, message)
         elif kind == "reply":
             self._route_reply(message)
 
-    def _route_call(self, source: str, message: dict[str, Any]) -> None:
+    def _route_call(self, source: Child, message: dict[str, Any]) -> None:
         target = self.child(str(message.get("target")))
-        reply_to = ("child", source, message.get("id"))
-        self._forward(target, message, reply_to)
+        reply_to = ("child", source.name, message.get("id"), source.pid)
+        self._forward(target, message, reply_to, time.monotonic() + 300.0)
 
     def _forward(self, target: Child | None, message: dict[str, Any],
-                 reply_to: tuple[str, Any, Any]) -> None:
+                 reply_to: tuple[Any, ...], deadline: float) -> None:
         if target is None or target.kind not in ("plugin", "storage"):
             name = message.get("target")
-            self._deliver(reply_to, {"ok": False, "error": {
-                "status": 404, "error": f"plugin {name!r} is not configured"}})
+            self._fail(reply_to, 404, f"plugin {name!r} is not configured")
             return
-        if target.conn is None or target.state != "Running":
-            self._deliver(reply_to, {"ok": False, "error": {
-                "status": 503, "error": f"plugin {target.name!r} is not running "
-                                       f"(state {target.state})"}})
+        if target.conn is not None and target.state == "Running":
+            self._dispatch_call(target, message, reply_to, deadline)
             return
+        if self._coming_back(target) and len(target.queued_calls) < _MAX_QUEUED_CALLS:
+            # (re)starting: the call waits for it rather than failing (a result must
+            # not be lost because the storage process is restarting)
+            target.queued_calls.append((message, reply_to, deadline))
+            return
+        self._fail(reply_to, 503, f"plugin {target.name!r} is not running (state {target.state})")
+
+    def _coming_back(self, child: Child) -> bool:
+        if self.shutting_down or self.mode != "serving" or not child.wanted:
+            return False
+        return child.state in ("Pending", "Starting", "Backoff") or (
+            child.state == "Stopping" and child.restart_after_stop)
+
+    def _dispatch_call(self, target: Child, message: dict[str, Any], reply_to: tuple[Any, ...],
+                       deadline: float) -> None:
         call_id = next(self._ids)
-        self._routes[call_id] = (target.name, reply_to, None)
-        self._send(target, {"t": "call", "id": call_id, "method": message.get("method"),
-                            "params": message.get("params") or {}})
+        self._routes[call_id] = (target.name, reply_to, deadline)
+        if not self._send(target, {"t": "call", "id": call_id, "method": message.get("method"),
+                                   "params": message.get("params") or {}}):
+            self._routes.pop(call_id, None)
+            self._fail(reply_to, 503, f"plugin {target.name!r} is not answering")
+
+    def _flush_queued_calls(self, child: Child) -> None:
+        queued, child.queued_calls = child.queued_calls, []
+        for message, reply_to, deadline in queued:
+            self._forward(child, message, reply_to, deadline)
+
+    def _fail_queued_calls(self, child: Child, reason: str) -> None:
+        queued, child.queued_calls = child.queued_calls, []
+        for _, reply_to, _ in queued:
+            self._fail(reply_to, 503, reason)
+
+    def _expire_calls(self, now: float) -> None:
+        for call_id, (name, reply_to, deadline) in list(self._routes.items()):
+            if now > deadline:
+                del self._routes[call_id]
+                self._fail(reply_to, 504, f"plugin {name!r} did not answer in time")
+        for child in self.children:
+            if child.queued_calls and any(now > q[2] for q in child.queued_calls):
+                keep = [q for q in child.queued_calls if now <= q[2]]
+                for _, reply_to, _ in (q for q in child.queued_calls if now > q[2]):
+                    self._fail(reply_to, 504, f"plugin {child.name!r} did not start in time")
+                child.queued_calls = keep
+
+    def _fail(self, reply_to: tuple[Any, ...], status: int, message: str) -> None:
+        self._deliver(reply_to, {"ok": False, "error": {"status": status, "error": message}})
 
     def _route_reply(self, message: dict[str, Any]) -> None:
         route = self._routes.pop(message.get("id", -1), None)
         if route is not None:
             self._deliver(route[1], message)
 
-    def _deliver(self, reply_to: tuple[str, Any, Any], reply: dict[str, Any]) -> None:
-        kind, dest, their_id = reply_to
+    def _deliver(self, reply_to: tuple[Any, ...], reply: dict[str, Any]) -> None:
+        kind, dest, their_id = reply_to[:3]
         if kind == "control":
             if reply.get("ok"):
                 dest.answer({"ok": True, "result": reply.get("result")})
@@ -538,7 +584,8 @@ class Supervisor:
                              "error": error.pop("error", "failed"), **error})
         elif kind == "child":
             target = self.child(dest)
-            if target is not None and target.conn is not None:
+            # only to the very process that asked: a restarted one reuses call ids
+            if target is not None and target.conn is not None and target.pid == reply_to[3]:
                 self._send(target, {"t": "reply", "id": their_id, "ok": reply.get("ok"),
                                     "result": reply.get("result"), "error": reply.get("error")})
 
@@ -546,14 +593,36 @@ class Supervisor:
         for call_id, route in list(self._routes.items()):
             if route[0] == name:
                 del self._routes[call_id]
-                self._deliver(route[1], {"ok": False, "error": {"status": 503, "error": reason}})
+                self._fail(route[1], 503, reason)
 
-    def _send(self, child: Child, message: dict[str, Any]) -> None:
+    def _send(self, child: Child, message: dict[str, Any]) -> bool:
+        """Send without ever blocking the main loop; False if the child is not listening.
+
+        A child's reader thread drains its pipe at once, so a pipe too full to take
+        a message means that thread is stuck: the child is killed as hung.
+        """
+        conn = child.conn
+        if conn is None:
+            return False
         try:
-            if child.conn is not None:
-                child.conn.send(message)
+            _, writable, _ = select.select([], [conn.fileno()], [], 0)
+            if not writable:
+                self._kill_hung(child, "not reading its pipe")
+                return False
+            conn.send(message)
+            return True
         except (OSError, ValueError):
             self._close_pipe(child)
+            return False
+
+    def _kill_hung(self, child: Child, why: str) -> None:
+        if not child.alive:
+            return
+        child.last_error = f"hung: {why}"
+        log.error("%s is hung (%s): killing it", child.name, why, extra={"plugin": child.name})
+        signal_group(child.pid, signal.SIGKILL)
+        if child.state not in ("Stopping",):
+            child.state = "Stopping"
 
     def _close_pipe(self, child: Child) -> None:
         if child.conn is not None:
@@ -636,22 +705,25 @@ class Supervisor:
         child.ready = False
         child.stop_deadline = None
         child.last_exit = code
+        self._gauges = {k: v for k, v in self._gauges.items() if k[0] != child.name}
         level = logging.INFO if code == 0 or child.state == "Stopping" else logging.ERROR
         log.log(level, "%s exited (%s) after %.1fs", child.name, _describe_exit(code), ran_for,
                 extra={"plugin": child.name})
         self._after_exit(child, code, ran_for)
 
     def _after_exit(self, child: Child, code: int, ran_for: float = 0.0) -> None:
-        if self.shutting_down or not child.wanted:
+        if self.shutting_down or not child.wanted or self.mode != "serving":
             child.state = "Stopped"
+            child.restart_after_stop = False
+            self._fail_queued_calls(child, f"plugin {child.name!r} stopped")
             return
         if child.restart_after_stop:
             child.restart_after_stop = False
             child.restarts += 1
             self._start(child)
             return
-        if code != 0 and not child.last_error:
-            child.last_error = _describe_exit(code)
+        if code != 0 and not child.last_error.startswith("hung:"):
+            child.last_error = child.run_error or _describe_exit(code)
         decision = child.tracker.on_exit(time.monotonic(), code, ran_for)
         if decision.restart:
             child.restarts += 1
@@ -664,6 +736,7 @@ class Supervisor:
                 self._start(child)
             return
         child.state = decision.final_state
+        self._fail_queued_calls(child, f"plugin {child.name!r} is {decision.final_state}")
         if decision.final_state == "Failed":
             child.last_error = decision.reason
             log.error("%s failed: %s", child.name, decision.reason, extra={"plugin": child.name})
@@ -705,6 +778,7 @@ class Supervisor:
     def stop_child(self, child: Child) -> None:
         child.wanted = False
         child.next_start_at = None
+        child.restart_after_stop = False
         if child.alive:
             self._stop(child)
         else:
@@ -736,8 +810,11 @@ class Supervisor:
         log.info("shutting down: %s", reason)
         self.shutting_down = True
         self._shutdown_deadline = time.monotonic() + self.options.shutdown_grace_seconds
+        self._boot_index = len(self.children)
         for child in self.children:
             child.next_start_at = None
+            child.restart_after_stop = False
+            self._fail_queued_calls(child, "kidecar is shutting down")
             if not child.alive:
                 child.state = "Stopped"
 
@@ -765,9 +842,14 @@ class Supervisor:
         grace = max([self.config.http.graceful_timeout_seconds + 1.0]
                     + [c.restart.stop_grace_seconds for c in self.children])
         self._drain_deadline = time.monotonic() + grace * 2
+        self._boot_index = len(self.children)  # never start what was still waiting to boot
         for child in self.children:
             child.wanted = False
             child.next_start_at = None
+            child.restart_after_stop = False
+            self._fail_queued_calls(child, "kidecar handed over to a newer instance")
+            if not child.alive:
+                child.state = "Stopped"
 
     def _drain_step(self) -> None:
         if self._stop_in_order(self._drain_deadline):
@@ -841,8 +923,9 @@ class Supervisor:
         elif op == "metrics":
             request.answer({"ok": True, "result": self._metrics_snapshot(now)})
         elif op == "call":
+            timeout = float(message.get("timeout", 5.0))
             self._forward(self.child(str(message.get("target"))), message,
-                          ("control", request, None))
+                          ("control", request, None), time.monotonic() + timeout + 1.0)
         elif op in ("plugin", "restart", "stop", "start"):
             self._plugin_op(request, str(op), str(message.get("name")), now)
         else:
@@ -855,6 +938,10 @@ class Supervisor:
             return
         if self.shutting_down and op != "plugin":
             request.answer({"ok": False, "status": 503, "error": "kidecar is shutting down"})
+            return
+        if child.internal and op in ("stop", "start"):
+            request.answer({"ok": False, "status": 409, "error": f"{name!r} is part of kidecar "
+                            "itself: it can be restarted, not stopped or started"})
             return
         if op == "restart":
             self.restart_child(child)

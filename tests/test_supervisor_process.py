@@ -365,3 +365,104 @@ def test_hot_update_with_a_mistyped_field_is_refused(running, tmp_path: Path) ->
     not_json = sidecar.post("/hot-update", data="[1,2]",
                             headers={"Content-Type": "application/json"})
     assert not_json.status_code == 400 and "JSON object" in not_json.json()["error"]
+
+
+def _control(sidecar: Sidecar):
+    from kidecar_supervisor.control_channel import (
+        ControlClient,
+        control_socket_path,
+        read_authkey,
+    )
+
+    return ControlClient(control_socket_path(sidecar.state_dir), read_authkey(sidecar.state_dir))
+
+
+def test_a_plugin_that_stops_reading_its_pipe_cannot_wedge_the_supervisor(running) -> None:
+    import threading
+
+    from kidecar_supervisor.control_channel import ControlError
+
+    sidecar = running([{"name": "test_hanger", "heartbeatTimeoutSeconds": 120,
+                        "config": {"afterSeconds": 0.3}},
+                       {"name": "test_sleeper"}])
+    first = sidecar.wait_state("test_hanger", "Running")
+    sidecar.wait_for(lambda: psutil.Process(first["pid"]).status() == psutil.STATUS_STOPPED,
+                     what="plugin stopped itself")
+
+    def flood() -> None:
+        client = _control(sidecar)
+        for _ in range(40):
+            try:
+                client.request({"op": "call", "target": "test_hanger", "method": "x",
+                                "params": {"pad": "x" * 512}}, timeout=0.2)
+            except ControlError:
+                pass
+
+    threads = [threading.Thread(target=flood) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    # the main loop still answers, and killed the plugin long before its heartbeat timeout
+    assert sidecar.get("/healthz", timeout=5).status_code == 200
+    again = sidecar.wait_for(lambda: (p := sidecar.plugin("test_hanger"))["restarts"] >= 1 and p,
+                             what="the stuck plugin replaced")
+    assert "not reading its pipe" in again["lastError"]
+    assert sidecar.plugin("test_sleeper")["state"] == "Running"
+
+
+def test_a_plugin_hung_in_init_is_killed(running) -> None:
+    sidecar = running([{"name": "test_hanger", "startTimeoutSeconds": 1, "maxRestarts": 100,
+                        "config": {"failInit": True}}])
+    info = sidecar.wait_for(lambda: (p := sidecar.plugin("test_hanger"))["restarts"] >= 1 and p,
+                            timeout=20, what="hung init killed")
+    assert "init() did not finish within 1s" in info["lastError"]
+
+
+def test_internal_children_cannot_be_stopped(running) -> None:
+    sidecar = running([{"name": "test_sleeper"}])
+    for name in ("http", "storage"):
+        answer = sidecar.post(f"/plugins/{name}/stop")
+        assert answer.status_code == 409 and "part of kidecar" in answer.json()["error"]
+    assert sidecar.plugin("storage")["state"] == "Running"
+    assert sidecar.post("/plugins/storage/restart").status_code == 200
+
+
+def test_restart_then_stop_then_start_keeps_the_policy(running) -> None:
+    sidecar = running([{"name": "test_sleeper", "restartPolicy": "Never", "stopGraceSeconds": 3}])
+    sidecar.wait_state("test_sleeper", "Running")
+    assert sidecar.post("/plugins/test_sleeper/restart").status_code == 200
+    assert sidecar.post("/plugins/test_sleeper/stop").status_code == 200
+    sidecar.wait_state("test_sleeper", "Stopped")
+    assert sidecar.post("/plugins/test_sleeper/start").status_code == 200
+    pid = sidecar.wait_state("test_sleeper", "Running")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    info = sidecar.wait_state("test_sleeper", "Failed")  # Never: no silent restart
+    assert info["pid"] is None
+
+
+def test_a_result_written_while_storage_restarts_is_not_lost(running, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.upstream_server import UpstreamServer
+
+    game = subprocess.Popen(["sh", "-c", "trap '' HUP; sleep 120", "fake-game-storage"])
+    try:
+        with UpstreamServer() as upstream:
+            url = upstream.add_file("a.cfg", b"a=1\n")
+            sidecar = running([{"name": "hot_update", "config": {
+                "fileDir": str(tmp_path / "shared"), "loadPatchType": "signal",
+                "signal": {"processName": "fake-game-storage", "signalName": "SIGHUP"}}}])
+            sidecar.wait_for(lambda: sidecar.get("/readyz").status_code == 200, what="ready")
+            storage = sidecar.plugin("storage")
+            os.kill(storage["pid"], signal.SIGKILL)
+            second = sidecar.wait_for(
+                lambda: (p := sidecar.plugin("storage"))["pid"] not in (None, storage["pid"])
+                and p, what="storage back")
+            os.kill(second["pid"], signal.SIGKILL)  # the next restart waits out a backoff
+            answer = sidecar.post("/hot-update", data={"version": "v1", "url": url})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["recorded"] == "written"
+    finally:
+        game.kill()
+        game.wait()

@@ -14,6 +14,8 @@ from typing import Any
 from kidecar_supervisor.plugin_api import Plugin, PluginCallError, PluginContext, PodIdentity
 from kidecar_supervisor.storage.base import ResultStore, StorageConfig
 
+#: how long a stopping storage process waits for writes in progress
+_DRAIN_SECONDS = 8.0
 _OPS = ("record_result", "latest_for_pod", "latest_for_workload", "apply_markers", "emit_event")
 
 
@@ -37,6 +39,8 @@ class StorageService(Plugin):
         self.ctx = ctx
         self._stores: dict[StorageConfig, ResultStore] = {}
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self._idle = threading.Condition()
 
     def store_for(self, cfg: StorageConfig) -> ResultStore:
         with self._lock:
@@ -51,6 +55,9 @@ class StorageService(Plugin):
 
     def run(self) -> None:
         self.ctx.stop_requested.wait()
+        # results still being written are finished before the stores close
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=_DRAIN_SECONDS)
         with self._lock:
             for store in self._stores.values():
                 store.close()
@@ -65,4 +72,11 @@ class StorageService(Plugin):
         cfg = params.get("cfg")
         if op not in _OPS or not isinstance(cfg, StorageConfig):
             raise PluginCallError(400, f"bad storage call {op!r}")
-        return getattr(self.store_for(cfg), op)(*params.get("args", ()))
+        with self._idle:
+            self._in_flight += 1
+        try:
+            return getattr(self.store_for(cfg), op)(*params.get("args", ()))
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()

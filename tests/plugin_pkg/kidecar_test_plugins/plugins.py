@@ -77,6 +77,11 @@ class HangerPlugin(Plugin):
     name = "test_hanger"
     config_type = TestConfig
 
+    def init(self, ctx: Any) -> None:
+        super().init(ctx)
+        if ctx.config.fail_init:  # here: hang in init instead of failing
+            time.sleep(3600)
+
     def run(self) -> None:
         if not self.ctx.stop_requested.wait(self.ctx.config.after_seconds):
             os.kill(os.getpid(), signal.SIGSTOP)
