@@ -12,7 +12,6 @@ API outage journals the result, which appears once the API is back.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,26 +35,6 @@ NEW = b"hot update v2\n"
 def admin(kube_env: Any) -> Admin:
     return Admin(kube_env)
 
-
-@pytest.fixture
-def upstream() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
-@pytest.fixture
-def file_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "downloads"
-    path.mkdir()
-    (path / "index.html").write_bytes(OLD)
-    return path
-
-
-@pytest.fixture
-def game(tmp_path: Path, file_dir: Path) -> Iterator[FakeGame]:
-    proc = FakeGame(tmp_path, file_dir / "index.html")
-    yield proc
-    proc.stop()
 
 
 class Cluster:

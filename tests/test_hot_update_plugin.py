@@ -31,26 +31,6 @@ OLD = b"<h1>version 1</h1>\n"
 NEW = b"<h1>version 2</h1>\n"
 
 
-@pytest.fixture
-def upstream() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
-@pytest.fixture
-def file_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "downloads"
-    path.mkdir()
-    (path / "index.html").write_bytes(OLD)
-    return path
-
-
-@pytest.fixture
-def game(tmp_path: Path, file_dir: Path) -> Iterator[FakeGame]:
-    proc = FakeGame(tmp_path, file_dir / "index.html")
-    yield proc
-    proc.stop()
-
 
 def signal_run(tmp_path: Path, file_dir: Path, game: FakeGame, **extra: Any) -> PluginRun:
     """A plugin run (not started: use it as a context manager) reloading ``game``."""

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fake_game import FakeGame
 from hot_update_harness import PluginRun, dir_listing, signal_config, wait_until
 from upstream_server import UpstreamServer
@@ -14,26 +12,6 @@ from upstream_server import UpstreamServer
 OLD = b"image default\n"
 NEW = b"hot update v2\n"
 
-
-@pytest.fixture
-def upstream() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
-@pytest.fixture
-def file_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "downloads"
-    path.mkdir()
-    (path / "index.html").write_bytes(OLD)
-    return path
-
-
-@pytest.fixture
-def game(tmp_path: Path, file_dir: Path) -> Iterator[FakeGame]:
-    proc = FakeGame(tmp_path, file_dir / "index.html")
-    yield proc
-    proc.stop()
 
 
 def apply_v2(tmp_path: Path, file_dir: Path, game: FakeGame, url: str) -> None:

@@ -34,26 +34,6 @@ def config(file_dir: Path, process_name: str, **extra: Any) -> dict[str, Any]:
         "fileDir": str(file_dir), "storageConfig": {"type": "Local"}, **extra}}]}
 
 
-@pytest.fixture
-def upstream() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
-@pytest.fixture
-def file_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "downloads"
-    path.mkdir()
-    (path / "index.html").write_bytes(OLD)
-    return path
-
-
-@pytest.fixture
-def game(tmp_path: Path, file_dir: Path) -> Iterator[FakeGame]:
-    proc = FakeGame(tmp_path, file_dir / "index.html")
-    yield proc
-    proc.stop()
-
 
 @pytest.fixture
 def sidecar(tmp_path: Path, file_dir: Path, game: FakeGame) -> Iterator[Sidecar]:
