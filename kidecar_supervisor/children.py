@@ -21,6 +21,7 @@ import psutil
 log = logging.getLogger("kidecar.children")
 
 _PR_SET_CHILD_SUBREAPER = 36
+_SUPERVISOR_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def become_subreaper() -> bool:
@@ -43,13 +44,19 @@ def fork_child(body: Callable[[], int], keep_fds: Iterable[int]) -> int:
     locks = [handler.lock for handler in logging.getLogger().handlers if handler.lock]
     for lock in locks:
         lock.acquire()
+    # A signal the new child gets before it drops the supervisor's handlers would be
+    # written to the supervisor's own wake-up socket (shared after fork) and read as
+    # if the supervisor had received it: block them across the fork.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
     try:
         pid = os.fork()
     except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for lock in locks:
             lock.release()
         raise
     if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for lock in locks:
             lock.release()
         _set_group(pid)
@@ -60,8 +67,9 @@ def fork_child(body: Callable[[], int], keep_fds: Iterable[int]) -> int:
     try:
         os.setpgid(0, 0)
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in _SUPERVISOR_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         close_inherited_fds(set(keep_fds))
         code = body()
     except SystemExit as exc:

@@ -466,3 +466,16 @@ def test_a_result_written_while_storage_restarts_is_not_lost(running, tmp_path: 
     finally:
         game.kill()
         game.wait()
+
+
+def test_signalling_a_child_at_once_never_reaches_the_supervisor(running) -> None:
+    """A child signalled right after fork must not forward the signal to its parent."""
+    sidecar = running([{"name": "test_sleeper", "stopGraceSeconds": 3}])
+    for _ in range(30):
+        sidecar.wait_state("test_sleeper", "Running")
+        sidecar.post("/plugins/test_sleeper/restart")
+        sidecar.post("/plugins/test_sleeper/stop")  # SIGTERM to a child just forked
+        sidecar.wait_state("test_sleeper", "Stopped")
+        sidecar.post("/plugins/test_sleeper/start")
+    assert sidecar.proc.poll() is None, sidecar.log()
+    assert "shutting down" not in sidecar.log()
