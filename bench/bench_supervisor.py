@@ -2,7 +2,7 @@
 
 Everything runs as real processes on this machine:
 
-- kidecar: ``.venv/bin/kidecar run`` (supervisor + gunicorn arbiter + worker +
+- kidecar: ``.venv/bin/kidecar run`` (supervisor + one gunicorn worker (HTTP) +
   storage process + the plugins);
 - peers: ``supervisord`` and ``circusd`` from PyPI, installed on demand into
   their own venv (``~/.cache/kidecar/bench-venv``, or ``$KIDECAR_BENCH_VENV``),
@@ -604,7 +604,7 @@ def _crash_and_idle(base: Path, versions: dict[str, str], kills: int,
                    f"{cc}: {cpu['circus'][0]:.2f} % (whole tree {cpu['circus'][1]:.2f} %)"),
          "aim": "~0 %",
          "notes": ("% of one core from /proc/PID/task/*/schedstat (ns) of the supervisor "
-                   "process; kidecar's tree adds gunicorn arbiter + worker and the storage "
+                   "process; kidecar's tree adds the gunicorn worker (HTTP) and the storage "
                    "process (heartbeat every 2 s)")},
         {"benchmark": "idle tree PSS / USS, 2 binary plugins (`sleep`)",
          "kidecar": k.text(),

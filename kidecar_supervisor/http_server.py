@@ -64,7 +64,7 @@ def gunicorn_options(listen_fd: int, settings: HttpSettings, log_level: str,
         "worker_class": "gthread",
         "threads": settings.threads,
         "graceful_timeout": max(1, round(settings.graceful_timeout_seconds)),
-        # a worker whose main loop stops for this long is replaced by the arbiter
+        # no arbiter watches the worker: a hung worker fails /healthz and the kubelet acts
         "timeout": 30,
         "keepalive": 5,
         "control_socket_disable": True,

@@ -61,6 +61,8 @@ log = logging.getLogger("kidecar.supervisor")
 _INTERNAL_RESTART = RestartSettings(policy="Always", backoff_seconds=0.2, max_backoff_seconds=5.0,
                                     max_restarts=1_000_000, heartbeat_timeout_seconds=60.0)
 _BOOT_STEP_TIMEOUT = 30.0
+#: a starting instance asks an older one that holds the port this long
+_HANDOFF_RETRY_SECONDS = 30.0
 #: calls to a child that is (re)starting wait for it, up to this many
 _MAX_QUEUED_CALLS = 1000
 #: a routed call nobody answered is forgotten after this long
@@ -234,7 +236,7 @@ class Supervisor:
             return
         if settings is not None:
             try:
-                self._takeover = ask_older_instance(settings)
+                self._takeover = self._ask_until_port_free(settings)
             except HandoffRefused as exc:
                 self._go_idle(f"hot upgrade: {exc}; staying idle")
                 return
@@ -253,6 +255,28 @@ class Supervisor:
                      settings.socket_path, self.options.port)
         self._listen_socket = self._bind()
         self._serve_handoffs()
+
+    def _ask_until_port_free(self, settings: HandoffSettings) -> Takeover | None:
+        """Ask the older instance; if it did not hand over but still holds the port
+        (busy with another handoff, a hiccup), ask again for a while rather than
+        failing to bind and crash-looping the container."""
+        deadline = time.monotonic() + _HANDOFF_RETRY_SECONDS
+        while True:
+            takeover = ask_older_instance(settings)
+            if takeover is not None or not self._port_taken():
+                return takeover
+            if time.monotonic() > deadline:
+                return None  # binding will fail with a clear error
+            log.warning("hot upgrade: port %d is in use but nobody handed it over; asking "
+                        "again", self.options.port)
+            time.sleep(1.0)
+
+    def _port_taken(self) -> bool:
+        try:
+            self._bind().close()
+        except OSError:
+            return True
+        return False
 
     def _serve_handoffs(self) -> None:
         if self._handoff_settings is None or self._listen_socket is None:
