@@ -63,13 +63,6 @@ class RestartSettings:
         )
 
 
-RESTART_KEYS = (
-    "restartPolicy", "backoffSeconds", "maxBackoffSeconds", "backoffResetSeconds",
-    "maxRestarts", "restartWindowSeconds", "heartbeatTimeoutSeconds", "stopGraceSeconds",
-    "startTimeoutSeconds",
-)
-
-
 @dataclass(frozen=True)
 class PluginSpec:
     """One entry of ``plugins:``, validated."""

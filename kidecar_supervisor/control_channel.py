@@ -91,10 +91,6 @@ class ControlServer:
         self._closed = False
         self._thread = threading.Thread(target=self._accept_loop, name="control-accept", daemon=True)
 
-    @property
-    def fileno(self) -> int:
-        return int(self._listener._listener._socket.fileno())  # type: ignore[attr-defined]
-
     def start(self) -> None:
         self._thread.start()
 
