@@ -50,6 +50,7 @@ from kidecar_supervisor.handoff import (
     Takeover,
     ask_older_instance,
 )
+from kidecar_supervisor.pipe_frames import PipeFrameError, PipeFrames
 from kidecar_supervisor.plugin_api import PodIdentity
 from kidecar_supervisor.restart_policy import RestartTracker
 from kidecar_supervisor.storage.base import StorageConfig
@@ -111,6 +112,8 @@ class Child:
     restart_after_stop: bool = False
     #: the error this run reported itself (an init failure), kept over its exit code
     run_error: str = ""
+    #: bytes read from the child's pipe that do not make a whole message yet
+    inbox: PipeFrames = field(default_factory=lambda: PipeFrames())
     #: calls that arrived while the child was (re)starting: (message, reply_to, deadline)
     queued_calls: list[tuple[dict[str, Any], tuple[Any, ...], float]] = field(
         default_factory=list)
@@ -446,6 +449,9 @@ class Supervisor:
             child_end.close()
         child.pid = pid
         child.conn = parent_end
+        child.inbox = PipeFrames()
+        # reads are framed by us (never block on half a message); sends are checked first
+        os.set_blocking(parent_end.fileno(), False)
         self._selector.register(parent_end, selectors.EVENT_READ, ("pipe", child))
 
     def _child_body(self, child: Child, conn: Connection) -> int:
@@ -499,14 +505,36 @@ class Supervisor:
 
     # -- messages from children ------------------------------------------------------
     def _on_pipe(self, child: Child) -> None:
+        """Read what the child wrote, whole messages only: a child stopped half-way
+        through a message cannot block the main loop."""
         conn = child.conn
         if conn is None:
             return
+        while True:
+            try:
+                data = os.read(conn.fileno(), 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self._drain_inbox(child)
+                self._close_pipe(child)
+                return
+            child.inbox.feed(data)
+            if not self._drain_inbox(child):
+                return
+
+    def _drain_inbox(self, child: Child) -> bool:
+        """Handle every complete message; False if the child broke the framing."""
         try:
-            while conn.poll():
-                self._on_message(child, conn.recv())
-        except (EOFError, OSError):
+            for message in child.inbox.messages():
+                self._on_message(child, message)
+        except PipeFrameError as exc:
+            self._kill_hung(child, f"garbled pipe: {exc}")
             self._close_pipe(child)
+            return False
+        return child.conn is not None
 
     def _on_message(self, child: Child, message: dict[str, Any]) -> None:
         child.last_message_at = time.monotonic()
