@@ -11,6 +11,7 @@ import hashlib
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -442,3 +443,28 @@ def test_a_large_download_does_not_fill_the_page_cache(tmp_path: Path, file_dir:
                           str(file_dir / "big.bin")], capture_output=True, text=True, check=True)
     resident = int(out.stdout.split()[0])
     assert resident <= 24 << 20, f"{resident >> 20} MiB of the file stayed in the page cache"
+
+
+def test_an_upstream_dripping_bytes_still_meets_the_deadline(
+        tmp_path: Path, file_dir: Path, upstream: UpstreamServer, game: FakeGame) -> None:
+    """A byte at a time resets every read timeout; the whole-download deadline still holds."""
+    before = dir_listing(file_dir)
+    drip = upstream.url("slow/index.html?size=100000&rate=40")
+    with signal_run(tmp_path, file_dir, game, downloadDeadlineSeconds=1) as run:
+        began = time.monotonic()
+        status, body = run.call({"version": "v2", "url": drip})
+        assert time.monotonic() - began < 10
+        assert_clean_failure(run, before, status, body, 504, "downloadDeadlineSeconds")
+
+
+def test_an_install_failure_leaves_no_temp_file(
+        tmp_path: Path, file_dir: Path, upstream: UpstreamServer, game: FakeGame) -> None:
+    (file_dir / "index.html").unlink()
+    (file_dir / "index.html").mkdir()  # the target is a directory: cannot be replaced
+    before = dir_listing(file_dir)
+    url = upstream.add_file("index.html", NEW)
+    with signal_run(tmp_path, file_dir, game) as run:
+        status, body = run.call({"version": "v2", "url": url})
+        assert status == 500 and "cannot put index.html into place" in body["error"]
+        assert dir_listing(file_dir) == before
+        assert not [p for p in file_dir.iterdir() if p.name.startswith(".kidecar-tmp-")]

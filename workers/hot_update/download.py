@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import requests
+import urllib3
 
 log = logging.getLogger("kidecar.hot_update.download")
 
@@ -288,10 +289,25 @@ def _open_http(url: str, limits: DownloadLimits) -> _Source:
 
 def _http_chunks(response: requests.Response, url: str,
                  limits: DownloadLimits) -> Iterator[bytes]:
+    """Whatever each read brings (``read1``), not whole chunks: an upstream that
+    drips a byte at a time must still meet the deadline and the cancel checks,
+    which run between chunks."""
+    raw = response.raw
     try:
-        yield from response.iter_content(limits.chunk_bytes)
+        while True:
+            chunk = raw.read1(limits.chunk_bytes, decode_content=True)
+            if not chunk:
+                return
+            yield chunk
     except requests.RequestException as exc:
         raise _http_error(exc, url, limits) from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise _http_error(requests.ReadTimeout(str(exc)), url, limits) from exc
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError) as exc:
+        raise _http_error(requests.exceptions.ChunkedEncodingError(str(exc)), url,
+                          limits) from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise DownloadError(502, f"cannot download {url}: {type(exc).__name__}: {exc}") from exc
 
 
 def _content_length(response: requests.Response) -> int | None:

@@ -33,7 +33,13 @@ from kidecar_supervisor.config_reader import ConfigReader
 from kidecar_supervisor.plugin_api import Plugin, PluginCallError, PluginContext
 from kidecar_supervisor.storage.base import ResultRecord, ResultStore
 from workers.hot_update.config import HotUpdateConfig
-from workers.hot_update.download import Downloaded, DownloadError, DownloadLimits, download
+from workers.hot_update.download import (
+    Downloaded,
+    DownloadError,
+    DownloadLimits,
+    download,
+    remove_quietly,
+)
 from workers.hot_update.install import FileSlot
 from workers.hot_update.reload import (
     GameNotRunning,
@@ -89,6 +95,7 @@ class HotUpdatePlugin(Plugin):
             deadline=self.cfg.download_deadline_seconds,
         )
         self._busy = threading.Lock()
+        self._restoring = False
         self._stopping = threading.Event()
         self._adopt_manifest()
 
@@ -152,6 +159,9 @@ class HotUpdatePlugin(Plugin):
 
     def _conflict(self) -> PluginCallError:
         running = self.updates.snapshot()["running"] or {}
+        if self._restoring and not running:
+            return PluginCallError(409, "restoring the recorded version at start; retry when "
+                                   "GET /hot-update shows state idle")
         what = "restoring" if running.get("restoring") else "updating to"
         return PluginCallError(
             409, f"an update is already running ({what} {running.get('version', '?')}); "
@@ -229,6 +239,7 @@ class HotUpdatePlugin(Plugin):
         try:
             installed = self.slot.install(fetched.temp_path, request.file_name)
         except OSError as exc:
+            remove_quietly(fetched.temp_path)  # never leave the download behind
             raise UpdateFailed("install", 500, f"cannot put {request.file_name} into place: "
                                f"{exc.strerror or exc}") from None
         try:
@@ -330,7 +341,19 @@ class HotUpdatePlugin(Plugin):
                                  attempts=self.cfg.restore_attempts)
 
     def _restore_once(self, attempt: int) -> tuple[bool, str]:
-        """One restore attempt: (finished, error)."""
+        """One restore attempt: (finished, error).
+
+        The whole attempt holds the update lock: a POST arriving meanwhile gets 409
+        instead of being overwritten by the older recorded version afterwards.
+        """
+        with self._busy:
+            self._restoring = True
+            try:
+                return self._restore_once_locked(attempt)
+            finally:
+                self._restoring = False
+
+    def _restore_once_locked(self, attempt: int) -> tuple[bool, str]:
         try:
             record, scope = self._recorded_target()
         except Exception as exc:
@@ -355,16 +378,15 @@ class HotUpdatePlugin(Plugin):
             self.updates.set_restore(state="in-place", version=request.version, scope=scope)
             log.info("recorded version %s (%s) is already in place", request.version, scope)
             return True, ""
-        with self._busy:
-            try:
-                result = self._apply(request, restoring=True)
-            except UpdateFailed as failure:
-                log.warning("restore attempt %d of %s failed (%s): %s", attempt,
-                            request.version, failure.stage, failure.message)
-                if attempt >= self.cfg.restore_attempts:
-                    self._record_failure(request, failure.stage,
-                                         f"restore after {attempt} attempt(s): {failure.message}")
-                return False, failure.message
+        try:
+            result = self._apply(request, restoring=True)
+        except UpdateFailed as failure:
+            log.warning("restore attempt %d of %s failed (%s): %s", attempt,
+                        request.version, failure.stage, failure.message)
+            if attempt >= self.cfg.restore_attempts:
+                self._record_failure(request, failure.stage,
+                                     f"restore after {attempt} attempt(s): {failure.message}")
+            return False, failure.message
         self.updates.set_restore(state="applied", version=request.version, scope=scope,
                                  attempts=attempt, reload=result["reload"])
         return True, ""

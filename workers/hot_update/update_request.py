@@ -15,10 +15,12 @@ from urllib.parse import unquote, urlsplit
 
 from kidecar_supervisor.plugin_api import PluginCallError
 
-VERSION_PATTERN = re.compile(r"v\d+(\.\d+)*")
+# ASCII digits only, as the seeds' ^v\d+(\.\d+)*$ means (Python's \d is Unicode)
+VERSION_PATTERN = re.compile(r"v\d+(\.\d+)*", re.ASCII)
 SHA256_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 KNOWN_PARAMS = ("version", "url", "sha256")
-MAX_NAME_BYTES = 255
+# 255 bytes is the filesystem's limit; the backup copy's prefix needs room too
+MAX_NAME_BYTES = 255 - len(".kidecar-prev-")
 MAX_URL_CHARS = 8192
 
 
