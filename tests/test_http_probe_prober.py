@@ -143,3 +143,38 @@ def test_render_value(value: Any, field_type: str, expected: str) -> None:
 def test_render_value_rejects_wrong_types(value: Any, field_type: str) -> None:
     with pytest.raises(ProbeError):
         render_value(value, jp("$.x", field_type))
+
+
+def test_headers_dripped_a_byte_at_a_time_still_time_out() -> None:
+    """Each byte restarts a socket timeout; the probe's own deadline must still hold."""
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 200:
+                if stop.is_set():
+                    break
+                conn.sendall(bytes([byte]))
+                time.sleep(0.1)
+        except OSError:
+            pass
+        conn.close()
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/"
+    began = time.monotonic()
+    result = HttpProber(endpoint(url, timeout=1.0)).probe()
+    took = time.monotonic() - began
+    stop.set()
+    server.close()
+    assert not result.ok and "timed out after 1s" in result.error, result
+    assert took < 3.0, took

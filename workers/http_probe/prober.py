@@ -13,10 +13,13 @@ answer that is not JSON, has no value at the path or a value of the wrong type.
 
 from __future__ import annotations
 
+import heapq
 import http.client
+import itertools
 import json
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +138,25 @@ class HttpProber:
     def probe(self) -> ProbeResult:
         started = time.monotonic()
         deadline = started + self.endpoint.timeout
+        # socket timeouts restart with every byte: a game that drips its headers would
+        # hold the probe far past its timeout, so the watchdog cuts it at the deadline
+        ticket = _WATCHDOG.arm(deadline, self._expire)
+        try:
+            return self._probe(started, deadline)
+        finally:
+            _WATCHDOG.disarm(ticket)
+
+    def _expire(self) -> None:
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _probe(self, started: float, deadline: float) -> ProbeResult:
+        expired = _WATCHDOG.expired
         try:
             status, body = self._request(deadline)
             if status != self.endpoint.expected_status_code:
@@ -149,6 +171,9 @@ class HttpProber:
                                elapsed=time.monotonic() - started)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
+            if expired(deadline):
+                return ProbeResult(False, error=f"timed out after {self.endpoint.timeout:g}s",
+                                   elapsed=time.monotonic() - started)
             return ProbeResult(False, error=_describe(exc), elapsed=time.monotonic() - started)
 
     def _request(self, deadline: float) -> tuple[int, bytes]:
@@ -232,6 +257,58 @@ class HttpProber:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class _Watchdog:
+    """One thread for every prober: shuts a probe's socket at its deadline."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int, Any]] = []
+        self._cancelled: set[int] = set()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, expire: Any) -> int:
+        ticket = next(self._ids)
+        with self._lock:
+            heapq.heappush(self._heap, (deadline, ticket, expire))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="probe-watchdog",
+                                                daemon=True)
+                self._thread.start()
+            self._lock.notify()
+        return ticket
+
+    def disarm(self, ticket: int) -> None:
+        with self._lock:
+            self._cancelled.add(ticket)
+
+    @staticmethod
+    def expired(deadline: float) -> bool:
+        return time.monotonic() >= deadline
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._heap and self._heap[0][1] in self._cancelled:
+                    self._cancelled.discard(heapq.heappop(self._heap)[1])
+                if not self._heap:
+                    self._lock.wait()
+                    continue
+                deadline, ticket, expire = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._lock.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            try:
+                expire()
+            except Exception:  # noqa: BLE001 - a watchdog must outlive any prober
+                pass
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _remaining(deadline: float) -> float:
