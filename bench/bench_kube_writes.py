@@ -130,7 +130,8 @@ def _results(cluster: _Cluster, n: int) -> list[dict[str, str]]:
          "peers": f"naive RMW: {naive:.2f}",
          "aim": "≤ 2",
          "notes": f"{n} results as the sidecar SA; {_breakdown(events, n)}; the Event "
-                  "(required per result) is the 3rd request"},
+                  "(required per result) is the 3rd request; a success newer than the workload "
+                  "entry adds its compare-and-swap JSON patch"},
         {"benchmark": "InKube: result write latency (pod + ConfigMap + Event)",
          "kidecar": f"p50 {p50:.1f} ms, p95 {p95:.1f} ms",
          "peers": "-", "aim": "< 100 ms p95", "notes": "loopback API server, etcd on disk"},

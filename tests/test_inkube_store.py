@@ -185,6 +185,59 @@ def test_a_late_result_does_not_roll_the_workload_back(kube_env, admin, tmp_path
         s2.close()
 
 
+def test_a_delayed_recent_result_never_moves_the_workload_back(kube_env, admin, tmp_path):
+    """A v2 from 10 s ago (a slow direct write) arrives after another pod's v3."""
+    ns, cm = kube_env.namespace, uid("res")
+    labels = {"game.kruise.io/owner-gss": "delayed"}
+    p1, p2 = uid("p1"), uid("p2")
+    admin.pod(p1, ns, labels=labels)
+    admin.pod(p2, ns, labels=labels)
+    s1 = store(_cfg(cm, ns), p1, ns, tmp_path / "1", kube_env.admin_kubeconfig)
+    s2 = store(_cfg(cm, ns), p2, ns, tmp_path / "2", kube_env.admin_kubeconfig)
+    wk = codec.workload_key(HOT, ns, Workload("GameServerSet", "delayed"))
+    try:
+        assert s2.record_result(ResultRecord(plugin=HOT, version="v3", url="u3")) == WRITTEN
+        late = ResultRecord(plugin=HOT, version="v2", url="u2", timestamp=time.time() - 10)
+        assert s1.record_result(late) == WRITTEN
+        data = admin.configmap(cm, ns)["data"]
+        assert json.loads(data[codec.pod_key(HOT, ns, p1)])[0] == "v2"
+        assert json.loads(data[wk])["version"] == "v3"
+        # a newer result still advances it, and the ConfigMap deleted meanwhile is recreated
+        assert s1.record_result(ResultRecord(plugin=HOT, version="v4", url="u4")) == WRITTEN
+        assert json.loads(admin.configmap(cm, ns)["data"][wk])["version"] == "v4"
+        admin.delete_configmap(cm, ns)
+        assert s2.record_result(ResultRecord(plugin=HOT, version="v5", url="u5")) == WRITTEN
+        assert json.loads(admin.configmap(cm, ns)["data"][wk])["version"] == "v5"
+    finally:
+        s1.close()
+        s2.close()
+
+
+def test_the_workload_entry_is_swapped_only_if_unchanged(kube_env, admin, tmp_path):
+    """Another pod writes between our read and our write: we compare again, never clobber."""
+    from kidecar_supervisor.storage.result_configmap import ResultConfigMap
+    ns, cm = kube_env.namespace, uid("res")
+    client = KubeClient.from_environment(kubeconfig=kube_env.admin_kubeconfig)
+    rcm = ResultConfigMap(client, Coalescer())
+    wl = Workload("GameServerSet", "cas")
+    wk = codec.workload_key(HOT, ns, wl)
+    now = time.time()
+    try:
+        rcm.write(cm, ns, ns, wl, ResultRecord(plugin=HOT, version="v1", pod="a",
+                                               timestamp=now - 5))
+        stale = admin.configmap(cm, ns)
+        # someone else moves it to v9 after we read ``stale``
+        admin.call("PATCH", f"/api/v1/namespaces/{ns}/configmaps/{cm}",
+                   {"data": {wk: codec.workload_entry(ResultRecord(
+                       plugin=HOT, version="v9", pod="b", timestamp=now))}},
+                   content_type="application/merge-patch+json")
+        mine = ResultRecord(plugin=HOT, version="v2", pod="a", timestamp=now - 1)
+        rcm._advance_workload(rcm.path(cm, ns), wk, mine, stale)
+        assert json.loads(admin.configmap(cm, ns)["data"][wk])["version"] == "v9"
+    finally:
+        client.close()
+
+
 @pytest.mark.slow
 def test_200_concurrent_writers_lose_no_entry(kube_env, admin, tmp_path):
     ns, cm = kube_env.namespace, uid("res")

@@ -1,19 +1,22 @@
 """Writing and reading the result ConfigMap without losing anyone's entry.
 
-Every pod writes only its own keys (see ``result_codec``) with a JSON merge
+Every pod writes its own pod key (see ``result_codec``) with a JSON merge
 patch, so 200 pods writing at once never overwrite each other: the API
 server applies each patch to the current object, no read-modify-write.
 Writes of one sidecar to the ConfigMap coalesce (``Coalescer``).
 
-Two cases need the current object and use a resourceVersion precondition
-with retries on 409 instead:
+The workload key is shared by every pod of the workload and must never move
+backwards (a delayed v2 must not replace another pod's v3), so a successful
+result advances it with a compare-and-swap: the merge patch's answer shows
+the current entry; only if ours is newer is it replaced by a JSON patch whose
+``test`` op checks the entry is still the one we compared against (on a
+failed test the API answers 422 or 409: read again, compare again, bounded).
+A key nobody wrote yet is added under a resourceVersion ``test`` instead.
 
-* a *late* write (replayed from the journal, or older than ``FRESH_SECONDS``)
-  must not roll the workload entry back over a newer version another pod
-  wrote meanwhile, so it reads the entry and skips keys that are newer;
-* pruning (the data grew past ``PRUNE_ABOVE``) drops the oldest pod entries
-  and strips ``managedFields``, which list every key again and would
-  otherwise push the stored object past etcd's request limit.
+Pruning (the data grew past ``PRUNE_ABOVE``) drops the oldest pod entries
+and strips ``managedFields``, which list every key again and would otherwise
+push the stored object past etcd's request limit; it uses a resourceVersion
+precondition.
 
 A missing ConfigMap is created; a create that races another pod's (409)
 falls back to the patch.
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 from kidecar_supervisor.storage import result_codec as codec
@@ -38,14 +40,35 @@ from kidecar_supervisor.storage.kube_api import (
     KubeUnavailable,
     ResourcePath,
 )
-from kidecar_supervisor.storage.patches import JsonObj
+from kidecar_supervisor.storage.patches import JsonObj, escape_token
 from kidecar_supervisor.storage.workload import Workload
 
 log = logging.getLogger("kidecar.storage.configmap")
 
-#: a result older than this is written with the careful (conditional) path
-FRESH_SECONDS = 30.0
 _CONFLICT_RETRIES = 8
+
+
+def _swap_ops(current: dict[str, Any], wk: str, old: str | None,
+              new: str) -> list[JsonObj]:
+    """JSON patch: set ``wk`` to ``new`` only if it still holds ``old`` (absent: same object)."""
+    pointer = f"/data/{escape_token(wk)}"
+    if old is not None:
+        return [{"op": "test", "path": pointer, "value": old},
+                {"op": "replace", "path": pointer, "value": new}]
+    guard = {"op": "test", "path": "/metadata/resourceVersion",
+             "value": current["metadata"]["resourceVersion"]}
+    if current.get("data") is None:
+        return [guard, {"op": "add", "path": "/data", "value": {wk: new}}]
+    return [guard, {"op": "add", "path": pointer, "value": new}]
+
+
+def _guard_holds(fresh: dict[str, Any], compared: dict[str, Any], wk: str,
+                 old: str | None) -> bool:
+    """Whether the ``test`` of ``_swap_ops`` would still pass, i.e. it did not fail it."""
+    if old is not None:
+        return (fresh.get("data") or {}).get(wk) == old
+    rv: str = fresh["metadata"]["resourceVersion"]
+    return rv == compared["metadata"]["resourceVersion"]
 
 
 def _too_big(exc: KubeError) -> bool:
@@ -72,17 +95,19 @@ class ResultConfigMap:
         pk = codec.pod_key(record.plugin, pod_namespace, record.pod)
         wk = codec.workload_key(record.plugin, pod_namespace, workload)
         path = self.path(name, namespace)
-        if time.time() - record.timestamp > FRESH_SECONDS:
-            self._write_late(path, pk, wk, record)
-            return
-        data = {pk: codec.pod_entry(record)}
+        keep = frozenset({pk, wk} if record.success else {pk})
+        answer = self.coalescer.submit(
+            path.url(), {"data": {pk: codec.pod_entry(record)}},
+            lambda patch: self._send(path, patch, keep))
         if record.success:
-            data[wk] = codec.workload_entry(record)
-        self.coalescer.submit(path.url(), {"data": data},
-                              lambda patch: self._send(path, patch, frozenset(data)))
+            self._advance_workload(path, wk, record, answer)
 
-    def _send(self, path: ResourcePath, patch: JsonObj, keep: frozenset[str]) -> None:
-        """Merge-patch (creating the ConfigMap if needed); prune when it grew too big."""
+    def _send(self, path: ResourcePath, patch: JsonObj,
+              keep: frozenset[str]) -> dict[str, Any] | None:
+        """Merge-patch (creating the ConfigMap if needed); prune when it grew too big.
+
+        Returns the ConfigMap as the API answered (None after a create).
+        """
         try:
             raw = self._patch_or_create(path, patch)
         except (KubeInvalid, KubeUnavailable) as exc:
@@ -92,8 +117,12 @@ class ResultConfigMap:
                         path.describe(), exc)
             self.prune(path, keep, force=True)
             raw = self._patch_or_create(path, patch)
-        if raw is not None and len(raw) > codec.PRUNE_ABOVE:
-            self._prune_from(path, json.loads(raw), keep, force=False)
+        if raw is None:
+            return None
+        current: dict[str, Any] = json.loads(raw)
+        if len(raw) > codec.PRUNE_ABOVE:
+            self._prune_from(path, current, keep, force=False)
+        return current
 
     def _patch_or_create(self, path: ResourcePath, patch: JsonObj) -> bytes | None:
         try:
@@ -112,38 +141,44 @@ class ResultConfigMap:
             result = self.client.merge_patch(path, patch, raw=True)
             return result
 
-    def _write_late(self, path: ResourcePath, pk: str, wk: str, record: ResultRecord) -> None:
-        """Conditional write: keep entries that are newer than this late result."""
+    def _advance_workload(self, path: ResourcePath, wk: str, record: ResultRecord,
+                          current: dict[str, Any] | None) -> None:
+        """Compare-and-swap the workload entry: replaced only by a newer result."""
+        new = codec.workload_entry(record)
         for _ in range(_CONFLICT_RETRIES):
+            if current is None:
+                try:
+                    current = self.client.get(path)
+                except KubeNotFound:  # deleted meanwhile: create it with our entry
+                    self._patch_or_create(path, {"data": {wk: new}})
+                    return
+            assert current is not None
+            old = (current.get("data") or {}).get(wk)
+            known = codec.parse_workload_entry(old, record.plugin, "")
+            if known is not None and known.timestamp >= record.timestamp:
+                if known.timestamp > record.timestamp:
+                    log.info("result %s of %s is older than the workload entry (%s); "
+                             "workload entry kept", record.version, record.pod, known.version)
+                return
             try:
-                current = self.client.get(path)
-            except KubeNotFound:
-                data = {pk: codec.pod_entry(record)}
-                if record.success:
-                    data[wk] = codec.workload_entry(record)
-                self._send(path, {"data": data}, frozenset(data))
+                self.client.json_patch(path, _swap_ops(current, wk, old, new), raw=True)
                 return
-            existing: dict[str, str] = current.get("data") or {}
-            data = {}
-            old_pod = codec.parse_pod_entry(existing.get(pk, ""))
-            if old_pod is None or old_pod[2] <= int(record.timestamp):
-                data[pk] = codec.pod_entry(record)
-            old_wl = codec.parse_workload_entry(existing.get(wk), record.plugin, "")
-            if record.success and (old_wl is None or old_wl.timestamp <= record.timestamp):
-                data[wk] = codec.workload_entry(record)
-            if not data:
-                log.info("late result %s of %s is older than what the ConfigMap holds; "
-                         "not written", record.version, record.pod)
-                return
-            rv = current["metadata"]["resourceVersion"]
-            try:
-                self._send(path, {"metadata": {"resourceVersion": rv}, "data": data},
-                           frozenset(data))
-                return
-            except KubeConflict:
-                continue
-        raise KubeUnavailable(f"patch {path.describe()}: still conflicting after "
+            except (KubeConflict, KubeInvalid) as exc:
+                # a failed ``test`` (someone else wrote first) answers 422/409; anything
+                # else leaves the object as it was, so a second try fails the same way
+                fresh = self._get_or_none(path)
+                if fresh is not None and _guard_holds(fresh, current, wk, old):
+                    raise exc
+                current = fresh
+        raise KubeUnavailable(f"patch {path.describe()} key {wk}: still conflicting after "
                               f"{_CONFLICT_RETRIES} tries", 409)
+
+    def _get_or_none(self, path: ResourcePath) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.client.get(path)
+            return found
+        except KubeNotFound:
+            return None
 
     # -- prune -------------------------------------------------------------------
     def prune(self, path: ResourcePath, keep: frozenset[str] = frozenset(),
