@@ -44,6 +44,9 @@ def test_restart_reapplies_own_version_before_ready(tmp_path: Path, file_dir: Pa
         assert snap["version"] == "v2" and snap["state"] == "idle"
         assert snap["restore"]["state"] == "applied" and snap["restore"]["scope"] == "pod"
         assert [(r.version, r.success) for r in run.results()] == [("v2", True), ("v2", True)]
+        # re-recorded with the original time: a restore never looks newer than it is
+        restored, original = run.results()
+        assert restored.timestamp == original.timestamp
         # the restored version counts as applied: a re-post is cheap
         assert run.call({"version": "v2", "url": url})[1]["status"] == "unchanged"
     finally:

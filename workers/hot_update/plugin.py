@@ -194,8 +194,13 @@ class HotUpdatePlugin(Plugin):
             ) from None
 
     # -- one update ------------------------------------------------------------
-    def _apply(self, request: UpdateRequest, restoring: bool) -> dict[str, Any]:
-        """Download, install, reload, record success; raise UpdateFailed (nothing recorded)."""
+    def _apply(self, request: UpdateRequest, restoring: bool,
+               recorded_at: float | None = None) -> dict[str, Any]:
+        """Download, install, reload, record success; raise UpdateFailed (nothing recorded).
+
+        ``recorded_at``: a restore re-records the version with its original time, so a
+        restarted pod restoring an older version never looks newer than its workload.
+        """
         cancel = self._stopping if restoring else threading.Event()
         started = time.monotonic()
         progress = self.updates.start(request.version, request.url, restoring)
@@ -216,7 +221,8 @@ class HotUpdatePlugin(Plugin):
                                        "url": request.url, "at": time.time()})
             self._gauges(False, time.monotonic() - started)
             raise
-        return self._succeeded(request, fetched, outcome, time.monotonic() - started)
+        return self._succeeded(request, fetched, outcome, time.monotonic() - started,
+                               recorded_at)
 
     def _preflight(self) -> None:
         """Signal mode: refuse before downloading when there is no process to reload."""
@@ -264,11 +270,13 @@ class HotUpdatePlugin(Plugin):
             return ReloadOutcome(f"file in place; the game is not running yet ({err.message})")
 
     def _succeeded(self, request: UpdateRequest, fetched: Downloaded, outcome: ReloadOutcome,
-                   seconds: float) -> dict[str, Any]:
+                   seconds: float, recorded_at: float | None = None) -> dict[str, Any]:
         sha256 = fetched.sha256 or request.sha256
         message = f"applied {request.file_name} ({fetched.size} bytes); {outcome.message}"
         record = ResultRecord(plugin=PLUGIN_NAME, version=request.version, url=request.url,
                               success=True, message=message, sha256=sha256)
+        if recorded_at is not None:
+            record.timestamp = recorded_at
         recorded = self._record(record)
         self.updates.succeeded(
             Applied(request.version, request.url, request.file_name, sha256, time.time()), record
@@ -379,7 +387,7 @@ class HotUpdatePlugin(Plugin):
             log.info("recorded version %s (%s) is already in place", request.version, scope)
             return True, ""
         try:
-            result = self._apply(request, restoring=True)
+            result = self._apply(request, restoring=True, recorded_at=record.timestamp)
         except UpdateFailed as failure:
             log.warning("restore attempt %d of %s failed (%s): %s", attempt,
                         request.version, failure.stage, failure.message)
