@@ -468,3 +468,33 @@ def test_an_install_failure_leaves_no_temp_file(
         assert status == 500 and "cannot put index.html into place" in body["error"]
         assert dir_listing(file_dir) == before
         assert not [p for p in file_dir.iterdir() if p.name.startswith(".kidecar-tmp-")]
+
+
+def test_fileDir_busy_with_another_instance_is_409_at_once(
+        tmp_path: Path, file_dir: Path, upstream: UpstreamServer, game: FakeGame) -> None:
+    """During a hot upgrade the other kidecar holds fileDir: refuse, don't queue behind it."""
+    import fcntl
+    import os
+
+    url = upstream.add_file("index.html", NEW)
+    with signal_run(tmp_path, file_dir, game) as run:
+        fd = os.open(file_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # as the other instance's update would
+            began = time.monotonic()
+            status, body = run.call({"version": "v2", "url": url})
+            assert time.monotonic() - began < 2
+            assert status == 409 and "another kidecar instance" in body["error"]
+            assert run.results() == []  # a conflict is not a result
+            assert run.status()["state"] != "downloading"
+        finally:
+            os.close(fd)
+        status, body = run.call({"version": "v2", "url": url})
+        assert status == 200, body
+
+
+def test_url_with_a_bad_port_is_400(tmp_path: Path, file_dir: Path, game: FakeGame) -> None:
+    with signal_run(tmp_path, file_dir, game) as run:
+        for url in ("http://127.0.0.1:99999/a.txt", "http://exa mple/a.txt"):
+            status, body = run.call({"version": "v2", "url": url})
+            assert status == 400, (url, body)

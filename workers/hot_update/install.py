@@ -19,6 +19,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,26 @@ class Manifest:
     sha256: str = ""
 
 
+class DirectoryBusy(Exception):
+    """Another process (a second kidecar during a hot upgrade) is updating fileDir."""
+
+
+def _flock(fd: int, wait: float | None) -> None:
+    """Exclusive flock; ``wait`` None blocks, else DirectoryBusy after ``wait`` seconds."""
+    if wait is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise DirectoryBusy from None
+            time.sleep(0.05)
+
+
 class FileSlot:
     """The files of one ``fileDir``: install, roll back, manifest, crash leftovers."""
 
@@ -50,7 +71,7 @@ class FileSlot:
         self.dir = file_dir
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self, wait: float | None = None) -> Iterator[None]:
         """Exclusive use of ``fileDir`` across processes (flock; freed if the holder dies).
 
         During a hot upgrade two kidecar instances share the directory: the newer
@@ -61,7 +82,7 @@ class FileSlot:
         # flock on the directory itself: no lock file for the game to see
         fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock(fd, wait)
             yield
         finally:
             os.close(fd)

@@ -40,7 +40,7 @@ from workers.hot_update.download import (
     download,
     remove_quietly,
 )
-from workers.hot_update.install import FileSlot
+from workers.hot_update.install import DirectoryBusy, FileSlot
 from workers.hot_update.reload import (
     GameNotRunning,
     ReloadError,
@@ -187,6 +187,10 @@ class HotUpdatePlugin(Plugin):
         try:
             return self._apply(request, restoring=False)
         except UpdateFailed as failure:
+            if failure.stage == "lock":  # a conflict, like any 409: rejected, not recorded
+                conflict = PluginCallError(409, failure.message)
+                self._rejected(conflict, {"version": request.version, "url": request.url})
+                raise conflict from None
             recorded = self._record_failure(request, failure.stage, failure.message)
             raise PluginCallError(
                 failure.status, failure.message, stage=failure.stage, version=request.version,
@@ -209,18 +213,35 @@ class HotUpdatePlugin(Plugin):
         try:
             if not restoring:
                 self._preflight()
-            with self.slot.locked():  # another kidecar (hot upgrade) may share fileDir
+            # another kidecar (hot upgrade) may share fileDir: a request gets 409 at once,
+            # a restore waits for the other's update to finish
+            with self.slot.locked(wait=None if restoring else 0.0):
                 fetched = self._download(request, progress, cancel)
                 outcome = self._install_and_reload(request, fetched, restoring, cancel)
                 # the manifest too, before another instance may look at the directory
                 self.slot.write_manifest(request.version, request.url, request.file_name,
                                          fetched.sha256 or request.sha256)
+        except DirectoryBusy:
+            busy = UpdateFailed("lock", 409, "another kidecar instance is updating "
+                                f"{self.cfg.file_dir} right now; retry shortly")
+            self.updates.failed(None, {"error": busy.message, "stage": busy.stage,
+                                       "status": 409, "version": request.version,
+                                       "url": request.url, "at": time.time()})
+            raise busy from None
         except UpdateFailed as failure:
             self.updates.failed(None, {"error": failure.message, "stage": failure.stage,
                                        "status": failure.status, "version": request.version,
                                        "url": request.url, "at": time.time()})
             self._gauges(False, time.monotonic() - started)
             raise
+        except Exception as exc:  # an unforeseen error must still end the update cleanly
+            log.exception("hot update to %s failed unexpectedly", request.version)
+            internal = UpdateFailed("internal", 500, f"{type(exc).__name__}: {exc}")
+            self.updates.failed(None, {"error": internal.message, "stage": internal.stage,
+                                       "status": 500, "version": request.version,
+                                       "url": request.url, "at": time.time()})
+            self._gauges(False, time.monotonic() - started)
+            raise internal from exc
         return self._succeeded(request, fetched, outcome, time.monotonic() - started,
                                recorded_at)
 

@@ -98,6 +98,14 @@ def _file_name(url: str, allow_file_urls: bool) -> str:
         )
     elif not parts.hostname:
         raise PluginCallError(400, f"url {url!r} has no host", field="url")
+    else:
+        try:
+            parts.port  # noqa: B018 - raises for a port out of range
+        except ValueError as exc:
+            raise PluginCallError(400, f"url {url!r} has a bad port: {exc}",
+                                  field="url") from None
+        if any(ch.isspace() for ch in parts.netloc):
+            raise PluginCallError(400, f"url {url!r} has white space in its host", field="url")
     raw_name = parts.path.rsplit("/", 1)[-1]
     name = unquote(raw_name)
     problem = _name_problem(name)
