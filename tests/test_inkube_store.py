@@ -558,6 +558,80 @@ def test_journal_survives_a_sidecar_killed_during_the_outage(kube_env, admin, tm
         s.close()
 
 
+_CHILD_DIRECT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {repo!r})
+    from pathlib import Path
+    from kidecar_supervisor.plugin_api import PodIdentity
+    from kidecar_supervisor.storage.base import ResultRecord, StorageConfig
+    from kidecar_supervisor.storage.inkube import InKubeStore
+    cfg = StorageConfig(type="InKube", result_configmap={cm!r}, result_namespace={ns!r})
+    s = InKubeStore(cfg, PodIdentity({name!r}, {ns!r}), Path({state!r}), kubeconfig={kc!r})
+    print(s.record_result(ResultRecord(plugin="hot_update", version="v6", url="u6")), flush=True)
+""")
+
+_HANGING_KUBECONFIG = textwrap.dedent("""
+    apiVersion: v1
+    kind: Config
+    clusters: [{{name: c, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
+    users: [{{name: u, user: {{token: t}}}}]
+    contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+    current-context: x
+""")
+
+
+@pytest.mark.slow
+def test_a_sidecar_killed_during_a_direct_write_loses_nothing(kube_env, admin, tmp_path):
+    """The API accepts the connection but never answers; SIGKILL mid-attempt; restart."""
+    import socket
+    ns, cm, name = kube_env.namespace, uid("res"), uid("mid")
+    admin.pod(name, ns, labels={"game.kruise.io/owner-gss": "midway"})
+    state = tmp_path / "state"
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(8)
+    kubeconfig = tmp_path / "hanging.kubeconfig"
+    kubeconfig.write_text(_HANGING_KUBECONFIG.format(port=hang.getsockname()[1]))
+    script = _CHILD_DIRECT.format(repo=str(REPO), cm=cm, ns=ns, name=name, state=str(state),
+                                  kc=str(kubeconfig))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        hang.settimeout(30)
+        conn, _ = hang.accept()  # the direct attempt is under way, and blocked
+        time.sleep(0.3)
+        assert proc.poll() is None, "the write must still be in flight"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        conn.close()
+    finally:
+        hang.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert len(list((state / "kube-journal").glob("*.json"))) == 1
+    s = store(_cfg(cm, ns), name, ns, state, kube_env.admin_kubeconfig)  # the restart
+    try:
+        assert s.flush(60)
+        assert _annotation(admin.get_pod(name, ns))["version"] == "v6"
+        wl = admin.configmap(cm, ns)["data"][
+            codec.workload_key(HOT, ns, Workload("GameServerSet", "midway"))]
+        assert json.loads(wl)["version"] == "v6"
+    finally:
+        s.close()
+
+
+def test_a_direct_write_leaves_no_journal_entry_behind(kube_env, admin, tmp_path):
+    ns, cm, name = kube_env.namespace, uid("res"), uid("clean")
+    admin.pod(name, ns)
+    s = store(_cfg(cm, ns), name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        assert s.record_result(ResultRecord(plugin=HOT, version="v1", url="u1")) == WRITTEN
+        assert s.apply_markers(MarkerUpdate(labels={"a": "b"})) == WRITTEN
+        assert len(s.journal) == 0
+        assert not list((tmp_path / "kube-journal").glob("*.json"))
+    finally:
+        s.close()
+
+
 # -- the client and the coalescer, against a local HTTP server ---------------------
 
 class _Scripted(BaseHTTPRequestHandler):

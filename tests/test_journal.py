@@ -152,3 +152,26 @@ def test_sigkill_mid_append_loses_nothing_that_was_acknowledged(tmp_path: Path) 
     assert not missing
     assert all(e["pad"] == "x" * 4000 for e in entries.values())
     assert not (tmp_path / "j" / "bad").exists()
+
+
+def test_held_entries_are_skipped_by_the_replayer_until_released(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    held = j.append({"op": "result", "n": 1}, hold=True)
+    queued = j.append({"op": "markers", "n": 2})
+    assert (len(j), j.pending()) == (2, 1)
+    assert j.claim_head() == (queued, {"op": "markers", "n": 2})  # the held one is skipped
+    assert j.entries() == [(queued, {"op": "markers", "n": 2})]
+    j.done(queued)
+    assert j.claim_head() is None
+    j.update(held, {"op": "result", "n": 1, "parts": ["event"]})
+    j.release(held)  # the direct attempt failed: now the replayer's
+    assert j.claim_head() == (held, {"op": "result", "n": 1, "parts": ["event"]})
+    # a process that died while holding it: the file is there at the next start
+    assert Journal(tmp_path).entries() == [(held, {"op": "result", "n": 1, "parts": ["event"]})]
+
+
+def test_nothing_is_merged_into_a_held_entry(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    held = j.append({"op": "markers", "labels": {"a": "1"}}, hold=True)
+    other = j.append({"op": "markers", "labels": {"a": "2"}}, merge=_merge_markers)
+    assert other != held and j.pending() == 1

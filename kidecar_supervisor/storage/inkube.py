@@ -18,10 +18,13 @@ What goes where (encoding in ``result_codec``):
   key includes the namespace, kind and name of the workload, so another
   workload's result is never returned.
 
-Durability: every write first goes straight to the API (bounded retries). If
-the API cannot be reached (or refuses with 401/403, fixable by RBAC) the
-remaining parts of the operation are appended to the write-ahead journal
-under ``<state_dir>/kube-journal`` (fsynced) and the call returns JOURNALED.
+Durability: every write is first appended to the write-ahead journal under
+``<state_dir>/kube-journal`` (fsynced, *held* so the replayer leaves it
+alone), then goes straight to the API (bounded retries) and is deleted when
+written; a crash during that attempt leaves it to be replayed. If the API
+cannot be reached (or refuses with 401/403, fixable by RBAC) the entry keeps
+the remaining parts, is released to the replayer and the call returns
+JOURNALED.
 While the journal is not empty, new writes queue behind it so order is kept.
 A background thread replays it with backoff, as soon as the API answers
 again and at the next start (a new InKubeStore on the same state_dir).
@@ -270,31 +273,35 @@ class _Backend:
 
     # -- submitting: straight to the API, or behind the journal --------------------
     def submit(self, entry: Entry, merge: bool = False) -> str:
-        """WRITTEN if done now; JOURNALED if queued on disk. Raises on permanent errors."""
-        merge_fn = _merge_markers if merge else None
-        if len(self.journal) == 0:
-            try:
-                permanent = self.run(entry, DIRECT_RETRY)
-            except _PartFailed as failed:
-                self.journal.append(entry, merge_fn)
-                log.warning("Kubernetes write journaled (%s); %d pending", failed.error,
-                            len(self.journal))
-                self._ensure_replayer()
-                return JOURNALED
-            self._raise_permanent(entry, permanent)
-            return WRITTEN
-        self.journal.append(entry, merge_fn)
-        self._ensure_replayer()
-        return JOURNALED
+        """WRITTEN if done now; JOURNALED if queued on disk. Raises on permanent errors.
 
-    def _raise_permanent(self, entry: Entry, errors: list[KubeError]) -> None:
-        if not errors:
-            return
-        kept = self.journal.dir / "failed"
-        kept.mkdir(exist_ok=True)
-        atomic_write_json(kept / f"direct-{time.time_ns()}.json",
-                          {"reason": "; ".join(map(str, errors)), "entry": entry})
-        raise errors[0]
+        A direct write is journaled (held, fsynced) *before* it talks to the API:
+        the attempt may block for many seconds, and a crash meanwhile must leave
+        the write to be replayed at the next start, not lose it.
+        """
+        if self.journal.pending():
+            self.journal.append(entry, _merge_markers if merge else None)
+            self._ensure_replayer()
+            return JOURNALED
+        entry_id = self.journal.append(entry, hold=True)  # OSError: nothing promised
+        try:
+            permanent = self.run(entry, DIRECT_RETRY)
+        except _PartFailed as failed:
+            self.journal.update(entry_id, entry)
+            self.journal.release(entry_id)
+            log.warning("Kubernetes write journaled (%s); %d pending", failed.error,
+                        len(self.journal))
+            self._ensure_replayer()
+            return JOURNALED
+        except Exception as exc:
+            self.journal.fail(entry_id, f"{type(exc).__name__}: {exc}")
+            raise
+        if permanent:
+            self.journal.update(entry_id, entry)
+            self.journal.fail(entry_id, "; ".join(map(str, permanent)))
+            raise permanent[0]
+        self.journal.done(entry_id)
+        return WRITTEN
 
     # -- replay ------------------------------------------------------------------
     def _ensure_replayer(self) -> None:
@@ -315,7 +322,7 @@ class _Backend:
             claimed = self.journal.claim_head()
             if claimed is None:
                 with self._thread_lock:
-                    if len(self.journal) == 0:
+                    if self.journal.pending() == 0:
                         self._thread = None
                         return
                 continue

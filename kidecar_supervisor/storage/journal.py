@@ -11,7 +11,9 @@ order (later writes win, as they would have live) and deleted once written.
 The replayer *claims* the head entry while it works on it; ``append`` may
 fold a new entry into the last one (``merge``, e.g. marker updates: latest
 value wins, so an outage with a flapping probe does not pile up thousands of
-files) but never into a claimed one. An entry that cannot be parsed is moved
+files) but never into a claimed one. A direct write appends its entry
+*held* before it talks to the API and deletes it when done, so a crash during
+the attempt leaves it to be replayed; the replayer skips held entries. An entry that cannot be parsed is moved
 aside to ``<dir>/bad/`` with an error log, and one the API permanently
 refuses goes to ``<dir>/failed/`` with the reason: neither blocks the queue
 and neither is silently lost.
@@ -65,6 +67,8 @@ class Journal:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._claimed: int | None = None
+        #: entries a direct write is working on (in memory: after a crash they replay)
+        self._held: set[int] = set()
         for stale in self.dir.glob(".*.tmp"):  # a crash mid-write: the entry was never promised
             stale.unlink(missing_ok=True)
         self._ids = sorted(int(m.group(1)) for p in self.dir.iterdir()
@@ -78,13 +82,24 @@ class Journal:
         with self._lock:
             return len(self._ids)
 
-    def append(self, entry: Entry, merge: Merge | None = None) -> int:
+    def pending(self) -> int:
+        """Entries waiting for the replayer (not held by a direct write)."""
+        with self._lock:
+            return sum(1 for i in self._ids if i not in self._held)
+
+    def append(self, entry: Entry, merge: Merge | None = None, hold: bool = False) -> int:
         """Durably add ``entry`` (fsynced before returning); its id.
 
         With ``merge``, the entry may be folded into the last unclaimed entry.
+        With ``hold``, the caller writes it itself (``done``/``fail``/``release``
+        when finished) and ``claim_head`` skips it meanwhile; if the process dies
+        first, the file is replayed at the next start.
         """
+        if hold:
+            return self._append_held(entry)
         with self._lock:
-            if merge is not None and self._ids and self._ids[-1] != self._claimed:
+            if merge is not None and self._ids and self._ids[-1] != self._claimed \
+                    and self._ids[-1] not in self._held:
                 last_id = self._ids[-1]
                 last = self._read(last_id)
                 combined = merge(last, entry) if last is not None else None
@@ -97,10 +112,32 @@ class Journal:
             self._ids.append(entry_id)
             return entry_id
 
-    def entries(self) -> list[tuple[int, Entry]]:
-        """Every pending entry, oldest first (unparseable ones are moved aside)."""
+    def _append_held(self, entry: Entry) -> int:
+        """Reserve the next id, then write outside the lock (concurrent writers fsync in parallel).
+
+        Nothing reads a held entry's file, so it may appear after its id.
+        """
         with self._lock:
-            ids = list(self._ids)
+            entry_id = self._next
+            self._next += 1
+            self._ids.append(entry_id)
+            self._held.add(entry_id)
+        try:
+            atomic_write_json(self._path(entry_id), entry)
+        except BaseException:
+            with self._lock:
+                self._held.discard(entry_id)
+                self._ids.remove(entry_id)
+            raise
+        return entry_id
+
+    def entries(self) -> list[tuple[int, Entry]]:
+        """Every pending entry not held by a direct write, oldest first.
+
+        Unparseable ones are moved aside.
+        """
+        with self._lock:
+            ids = [i for i in self._ids if i not in self._held]
         out = []
         for entry_id in ids:
             with self._lock:
@@ -110,15 +147,16 @@ class Journal:
         return out
 
     def claim_head(self) -> tuple[int, Entry] | None:
-        """The oldest entry, reserved for the caller until ``done``/``release``."""
+        """The oldest entry not held, reserved for the caller until ``done``/``release``."""
         with self._lock:
-            while self._ids:
-                head = self._ids[0]
+            while True:
+                head = next((i for i in self._ids if i not in self._held), None)
+                if head is None:
+                    return None
                 entry = self._read(head)
                 if entry is not None:
                     self._claimed = head
                     return head, entry
-            return None
 
     def update(self, entry_id: int, entry: Entry) -> None:
         """Replace a claimed entry's content (e.g. after part of it was written)."""
@@ -127,14 +165,16 @@ class Journal:
                 atomic_write_json(self._path(entry_id), entry)
 
     def release(self, entry_id: int) -> None:
-        """Give a claimed entry back (to be retried later)."""
+        """Give a claimed or held entry back (to be retried later by the replayer)."""
         with self._lock:
+            self._held.discard(entry_id)
             if self._claimed == entry_id:
                 self._claimed = None
 
     def done(self, entry_id: int) -> None:
         """The entry was written: delete it."""
         with self._lock:
+            self._held.discard(entry_id)
             if self._claimed == entry_id:
                 self._claimed = None
             if entry_id in self._ids:
@@ -145,6 +185,7 @@ class Journal:
     def fail(self, entry_id: int, reason: str) -> Path:
         """The API will never accept this entry: keep it under ``failed/`` with the reason."""
         with self._lock:
+            self._held.discard(entry_id)
             if self._claimed == entry_id:
                 self._claimed = None
             entry = self._read(entry_id) or {}
