@@ -143,3 +143,23 @@ def test_stop_aborts_between_files_and_leaves_complete_files(tmp_path: Path) -> 
         sync_tree(src, tmp_path / "dst", stop=stop)
     assert not list((tmp_path / "dst").iterdir())
     assert file_sha256(src / "f0") == hashlib.sha256(b"x" * 10).hexdigest()
+
+
+def test_a_symlinked_directory_in_dst_never_leads_a_write_outside(tmp_path: Path) -> None:
+    src = _tree(tmp_path / "src", {"conf/game.cfg": b"new", "conf/deep/x.cfg": b"x"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "conf").symlink_to(outside)
+    with pytest.raises(SyncError, match="symlinked directory"):
+        sync_tree(src, dst)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_symlinked_source_directory_is_reported_skipped(tmp_path: Path) -> None:
+    src = _tree(tmp_path / "src", {"real/a.cfg": b"a"})
+    (src / "linked").symlink_to(src / "real")
+    report = sync_tree(src, tmp_path / "dst")
+    assert report.copied == ["real/a.cfg"]
+    assert "linked" in report.skipped

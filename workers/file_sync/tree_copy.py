@@ -70,7 +70,7 @@ def sync_tree(src: Path, dst: Path, stop: threading.Event | None = None) -> Sync
     for rel in source_files(src, report):
         if stop is not None and stop.is_set():
             raise SyncAborted(f"stopped after {report.summary()}")
-        digest, copied_bytes = _sync_file(src / rel, dst / rel)
+        digest, copied_bytes = _sync_file(src / rel, dst / rel, dst)
         tree_hash.update(f"{rel}\0{digest}\n".encode())
         if copied_bytes is None:
             report.unchanged += 1
@@ -88,6 +88,8 @@ def source_files(src: Path, report: SyncReport) -> list[str]:
     """Relative paths of the regular files under ``src``, sorted (deterministic digest)."""
     found: list[str] = []
     for root, dirs, files in os.walk(src):
+        for name in [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            report.skipped.append(str((Path(root) / name).relative_to(src)))  # not walked
         dirs.sort()
         for name in sorted(files):
             path = Path(root) / name
@@ -106,8 +108,22 @@ def source_files(src: Path, report: SyncReport) -> list[str]:
     return found
 
 
-def _sync_file(source: Path, target: Path) -> tuple[str, int | None]:
+def _inside(dst_root: Path, target: Path) -> bool:
+    """True if ``target``'s directory really is under ``dst_root`` (no symlinked parent
+    leading out of the shared directory)."""
+    root = os.path.realpath(dst_root)
+    existing = target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # what mkdir would create below it cannot be a link yet
+    parent = os.path.realpath(existing)
+    return parent == root or parent.startswith(root + os.sep)
+
+
+def _sync_file(source: Path, target: Path, dst_root: Path | None = None) -> tuple[str, int | None]:
     """(sha256 of source, bytes copied or None when the target was already identical)."""
+    if dst_root is not None and not _inside(dst_root, target):
+        raise SyncError(f"refusing to write {target}: a symlinked directory leads it out of "
+                        f"{dst_root}")
     try:
         size = os.stat(source).st_size
         if _same_size_file(target, size):
