@@ -632,6 +632,30 @@ def test_a_direct_write_leaves_no_journal_entry_behind(kube_env, admin, tmp_path
         s.close()
 
 
+def test_the_replayer_survives_a_disk_error(kube_env, admin, tmp_path):
+    """A journal file that cannot be read (here: a directory in its place) is retried."""
+    from kidecar_supervisor.storage.journal import Journal
+    ns, cm, name = kube_env.namespace, uid("res"), uid("disk")
+    admin.pod(name, ns)
+    journal_dir = tmp_path / "kube-journal"
+    entry_id = Journal(journal_dir).append(
+        {"op": "event", "reason": "DiskTest", "message": "replayed after a disk error",
+         "warning": False, "time": time.time(), "parts": ["event"]})
+    entry_file = journal_dir / f"{entry_id:016d}.json"
+    aside = tmp_path / "aside.json"
+    entry_file.rename(aside)
+    entry_file.mkdir()  # reading it raises IsADirectoryError, an OSError
+    s = store(_cfg(cm, ns), name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        assert not s.flush(1.5)
+        entry_file.rmdir()  # the disk is fine again
+        aside.rename(entry_file)
+        assert s.flush(30), "the replayer died on the disk error"
+        assert [e["reason"] for e in admin.events_for(name, ns)] == ["DiskTest"]
+    finally:
+        s.close()
+
+
 # -- the client and the coalescer, against a local HTTP server ---------------------
 
 class _Scripted(BaseHTTPRequestHandler):

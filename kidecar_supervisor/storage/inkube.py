@@ -306,32 +306,54 @@ class _Backend:
     # -- replay ------------------------------------------------------------------
     def _ensure_replayer(self) -> None:
         with self._thread_lock:
-            if self._thread is None and not self._stop.is_set():
+            alive = self._thread is not None and self._thread.is_alive()
+            if not alive and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._replay_loop, daemon=True,
                                                 name="kidecar-kube-journal")
                 self._thread.start()
 
     def _replay_loop(self) -> None:
+        """Replay until the journal is empty; an unexpected error (a disk error) backs off."""
         delay = 0.0
-        while not self._stop.is_set():
-            if delay:
-                self._wake.clear()
-                self._wake.wait(delay)
-                if self._stop.is_set():
-                    break
-            claimed = self.journal.claim_head()
-            if claimed is None:
-                with self._thread_lock:
-                    if self.journal.pending() == 0:
+        try:
+            while not self._stop.is_set():
+                if delay:
+                    self._wake.clear()
+                    self._wake.wait(delay)
+                    if self._stop.is_set():
+                        break
+                try:
+                    progressed = self._replay_step()
+                except Exception:  # noqa: BLE001 - the replayer must outlive a bad disk
+                    log.exception("journal replay failed; retrying")
+                    progressed = False
+                if progressed is None:
+                    return
+                if progressed:
+                    delay = 0.0
+                else:
+                    delay = min(REPLAY_BACKOFF_MAX, max(0.25, delay * 2)) * random.uniform(0.8, 1.2)
+        finally:
+            with self._thread_lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _replay_step(self) -> bool | None:
+        """Replay the head entry: True if written, False to back off, None when done."""
+        claimed = self.journal.claim_head()
+        if claimed is None:
+            with self._thread_lock:  # decided under the lock a submit starts us with
+                if self.journal.pending() == 0:
+                    if self._thread is threading.current_thread():
                         self._thread = None
-                        return
-                continue
-            if self._replay_one(*claimed):
-                delay = 0.0
-            else:
-                delay = min(REPLAY_BACKOFF_MAX, max(0.25, delay * 2)) * random.uniform(0.8, 1.2)
-        with self._thread_lock:
-            self._thread = None
+                    return None
+                return True
+        entry_id, entry = claimed
+        try:
+            return self._replay_one(entry_id, entry)
+        except BaseException:
+            self.journal.release(entry_id)
+            raise
 
     def _replay_one(self, entry_id: int, entry: Entry) -> bool:
         """Write one journal entry; False if the API is still unavailable."""
