@@ -431,6 +431,29 @@ def test_json_path_through_a_list_uses_a_json_patch(kube_env, admin, tmp_path):
         s.close()
 
 
+def test_a_concurrent_change_to_a_json_patched_target_is_retried(kube_env, admin, tmp_path):
+    """The guard's failed ``test`` (422, no "test" in the message) means: read again, retry."""
+    ns, name = "kidecar-guard", uid("gs")  # no "test" anywhere in the object's path
+    admin.ensure_namespace(ns)
+    admin.pod(name, ns)
+    admin.gameserver(name, ns, {"containers": [{"name": "game", "image": "game:1"}]})
+    s = store(_cfg(uid("res"), ns, json_path="/spec/containers/0/image"), name, ns, tmp_path,
+              kube_env.admin_kubeconfig)
+    try:
+        writer = s._backend.targets
+        target = writer.resolve(s.cfg)
+        stale = admin.get_gameserver(name, ns)
+        admin.call("PATCH", f"/apis/game.kruise.io/v1alpha1/namespaces/{ns}/gameservers/{name}",
+                   {"metadata": {"labels": {"changed": "meanwhile"}}},
+                   content_type="application/merge-patch+json")
+        writer._write_json_patch(target, "game:3", stale)
+        got = admin.get_gameserver(name, ns)
+        assert got["spec"]["containers"] == [{"name": "game", "image": "game:3"}]
+        assert got["metadata"]["labels"] == {"changed": "meanwhile"}
+    finally:
+        s.close()
+
+
 @pytest.mark.parametrize("group, resource, expected", [
     ("game.kruise.io", "gameserverz", "'gameserverz' does not exist in game.kruise.io/v1alpha1"
                                       "; the API server serves: gameservers, gameserversets"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kidecar_supervisor.storage.base import StorageConfig, TargetRef
 from kidecar_supervisor.storage.coalesce import Coalescer
@@ -121,9 +122,18 @@ class TargetWriter:
             raise KubeNotFound(f"target object {path.describe()} not found: {exc}",
                                404, exc.reason) from exc
 
-    def _write_json_patch(self, target: ResolvedTarget, value: str | None) -> None:
+    def _write_json_patch(self, target: ResolvedTarget, value: str | None,
+                          current: dict[str, Any] | None = None) -> None:
+        """JSON patch computed against ``current`` (read if None), guarded by its resourceVersion.
+
+        A failed ``test`` is answered with 422 Invalid (or 409) and a message that
+        does not say so; whether the object changed meanwhile tells: if it did, read
+        again and retry (bounded), if it did not, the patch itself was refused.
+        """
         for _ in range(_CONFLICT_RETRIES):
-            current = self.client.get(target.path)
+            if current is None:
+                current = self.client.get(target.path)
+            assert current is not None
             if not walks_into_list(current, target.pointer):
                 self.coalescer.submit(target.path.url(),
                                       pointer_merge_patch(target.pointer, value),
@@ -135,14 +145,15 @@ class TargetWriter:
                 raise TargetError(f"{target.path.describe()} {target.pointer}: {exc}") from exc
             if not ops:
                 return
-            guard = {"op": "test", "path": "/metadata/resourceVersion",
-                     "value": current["metadata"]["resourceVersion"]}
+            seen = current["metadata"]["resourceVersion"]
+            guard = {"op": "test", "path": "/metadata/resourceVersion", "value": seen}
             try:
                 self.client.json_patch(target.path, [guard, *ops], raw=True)
                 return
             except (KubeConflict, KubeInvalid) as exc:
-                if "test" not in str(exc).lower() and not isinstance(exc, KubeConflict):
-                    raise
+                current = self.client.get(target.path)
+                if current is not None and current["metadata"]["resourceVersion"] == seen:
+                    raise exc  # the guard held: the API refused the patch itself
         raise KubeConflict(f"patch {target.path.describe()}: the object kept changing", 409)
 
 
