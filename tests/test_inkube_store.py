@@ -679,6 +679,24 @@ def test_the_replayer_survives_a_disk_error(kube_env, admin, tmp_path):
         s.close()
 
 
+def test_an_event_create_repeated_after_a_lost_answer_is_not_an_error(kube_env, admin):
+    """The same create sent twice (the first answer lost) gets 409 AlreadyExists: success."""
+    from kidecar_supervisor.storage.kube_events import EventRecorder
+    ns, name = kube_env.namespace, uid("ev")
+    pod = admin.pod(name, ns)
+    client = KubeClient.from_environment(kubeconfig=kube_env.admin_kubeconfig)
+    involved = {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns,
+                "uid": pod["metadata"]["uid"]}
+    recorder = EventRecorder(client, ns, lambda: involved)
+    try:
+        body = recorder._body("Retried", "sent twice", False, time.time())
+        recorder.create(body)
+        recorder.create(body)  # what the client's retry sends
+        assert [e["reason"] for e in admin.events_for(name, ns)] == ["Retried"]
+    finally:
+        client.close()
+
+
 # -- the client and the coalescer, against a local HTTP server ---------------------
 
 class _Scripted(BaseHTTPRequestHandler):

@@ -15,7 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kidecar_supervisor.storage.kube_api import KubeClient, KubeNotFound, ResourcePath
+from kidecar_supervisor.storage.kube_api import (
+    KubeClient,
+    KubeConflict,
+    KubeNotFound,
+    ResourcePath,
+)
 from kidecar_supervisor.storage.result_codec import iso_time
 
 AGGREGATE_WINDOW = 600.0
@@ -62,9 +67,21 @@ class EventRecorder:
             except KubeNotFound:
                 pass  # expired or deleted: create a fresh one
         body = self._body(reason, message, warning, when)
-        self.client.create(self._path(""), body)
+        self.create(body)
         with self._lock:
             self._seen[key] = _Seen(body["metadata"]["name"], 1, when)
+
+    def create(self, body: dict[str, Any]) -> None:
+        """Create the Event; one that already exists under our unique name is ours.
+
+        The client retries a create whose answer was lost (timeout, 5xx); if the
+        first try did land, the retry gets 409 AlreadyExists: that is success.
+        """
+        try:
+            self.client.create(self._path(""), body)
+        except KubeConflict as exc:
+            if exc.reason != "AlreadyExists":
+                raise
 
     def _path(self, name: str) -> ResourcePath:
         return ResourcePath("", "v1", "events", self.namespace, name)
