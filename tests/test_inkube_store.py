@@ -351,6 +351,30 @@ def test_a_full_configmap_is_pruned_oldest_pod_entries_first(kube_env, admin, tm
         s.close()
 
 
+def test_a_prune_conflict_after_a_write_is_not_the_writes_failure(kube_env, admin, caplog):
+    from kidecar_supervisor.storage.result_configmap import ResultConfigMap
+    ns, cm = kube_env.namespace, uid("res")
+    entry = codec.pod_entry(ResultRecord(plugin=HOT, version="v" + "x" * 900, timestamp=1))
+    data = {codec.pod_key(HOT, ns, f"p{i:04d}"): entry for i in range(1000)}
+    admin.call("POST", f"/api/v1/namespaces/{ns}/configmaps",
+               {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": cm, "namespace": ns}, "data": data})
+    client = KubeClient.from_environment(kubeconfig=kube_env.admin_kubeconfig)
+    rcm = ResultConfigMap(client, Coalescer())
+    try:
+        stale = admin.configmap(cm, ns)
+        assert codec.data_size(stale["data"]) > codec.PRUNE_ABOVE
+        admin.call("PATCH", f"/api/v1/namespaces/{ns}/configmaps/{cm}",
+                   {"data": {"other": "pod"}}, content_type="application/merge-patch+json")
+        with caplog.at_level(logging.INFO, logger="kidecar.storage.configmap"):
+            rcm._prune_after_write(rcm.path(cm, ns), stale, frozenset())
+        assert "the next writer prunes" in caplog.text
+        assert len(admin.configmap(cm, ns)["data"]) == 1001  # nothing pruned, nothing lost
+    finally:
+        client.close()
+        admin.delete_configmap(cm, ns)
+
+
 # -- markers -----------------------------------------------------------------------
 
 def test_markers_create_replace_and_remove_labels_and_annotations(kube_env, admin, tmp_path):

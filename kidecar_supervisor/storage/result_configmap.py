@@ -121,8 +121,22 @@ class ResultConfigMap:
             return None
         current: dict[str, Any] = json.loads(raw)
         if len(raw) > codec.PRUNE_ABOVE:
-            self._prune_from(path, current, keep, force=False)
+            self._prune_after_write(path, current, keep)
         return current
+
+    def _prune_after_write(self, path: ResourcePath, current: dict[str, Any],
+                           keep: frozenset[str]) -> None:
+        """Prune as of the write's answer; a conflict is not the write's failure.
+
+        The write itself succeeded. If another pod changed the ConfigMap since,
+        the precondition fails (409): that pod's write answer shows the size
+        too, so it (or the next writer) prunes.
+        """
+        try:
+            self._prune_from(path, current, keep, force=False)
+        except KubeConflict as exc:
+            log.info("prune of %s skipped, it changed meanwhile (%s); the next writer "
+                     "prunes", path.describe(), exc)
 
     def _patch_or_create(self, path: ResourcePath, patch: JsonObj) -> bytes | None:
         try:
