@@ -46,6 +46,9 @@ from kidecar_supervisor.storage.workload import Workload
 log = logging.getLogger("kidecar.storage.configmap")
 
 _CONFLICT_RETRIES = 8
+#: a prune goes this far below PRUNE_TO: the workload entry swapped in right after
+#: the pod-key write (whose answer triggered the prune) must still fit under it
+PRUNE_ROOM = 4096
 
 
 def _swap_ops(current: dict[str, Any], wk: str, old: str | None,
@@ -213,7 +216,7 @@ class ResultConfigMap:
                     force: bool) -> list[str]:
         data = current.get("data") or {}
         above = 0 if force else codec.PRUNE_ABOVE
-        dropped = codec.prune_keys(data, above=above, to=codec.PRUNE_TO, keep=keep)
+        dropped = codec.prune_keys(data, above=above, to=codec.PRUNE_TO - PRUNE_ROOM, keep=keep)
         if not dropped and not force:
             return []
         patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"],
@@ -221,7 +224,7 @@ class ResultConfigMap:
                  "data": dict.fromkeys(dropped)}
         self.client.merge_patch(path, patch, raw=True)
         log.info("pruned %d old pod entries from %s (%d → ≤%d bytes)", len(dropped),
-                 path.describe(), codec.data_size(data), codec.PRUNE_TO)
+                 path.describe(), codec.data_size(data), codec.PRUNE_TO - PRUNE_ROOM)
         return dropped
 
     # -- read --------------------------------------------------------------------
