@@ -175,3 +175,14 @@ def test_nothing_is_merged_into_a_held_entry(tmp_path: Path) -> None:
     held = j.append({"op": "markers", "labels": {"a": "1"}}, hold=True)
     other = j.append({"op": "markers", "labels": {"a": "2"}}, merge=_merge_markers)
     assert other != held and j.pending() == 1
+
+
+def test_failed_records_are_never_overwritten_after_a_restart(tmp_path: Path) -> None:
+    first = Journal(tmp_path)
+    kept_a = first.fail(first.append({"op": "result", "v": "a"}), "refused a")
+    again = Journal(tmp_path)  # the queue was empty: ids start at 1 again
+    kept_b = again.fail(again.append({"op": "result", "v": "b"}), "refused b")
+    assert kept_a != kept_b
+    reasons = sorted(json.loads(p.read_text())["reason"]
+                     for p in (tmp_path / "failed").glob("*.json"))
+    assert reasons == ["refused a", "refused b"]

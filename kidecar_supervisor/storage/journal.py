@@ -15,7 +15,7 @@ files) but never into a claimed one. A direct write appends its entry
 *held* before it talks to the API and deletes it when done, so a crash during
 the attempt leaves it to be replayed; the replayer skips held entries. An entry that cannot be parsed is moved
 aside to ``<dir>/bad/`` with an error log, and one the API permanently
-refuses goes to ``<dir>/failed/`` with the reason: neither blocks the queue
+refuses goes to ``<dir>/failed/<id>-<ns>.json`` with the reason: neither blocks the queue
 and neither is silently lost.
 """
 
@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -189,15 +190,28 @@ class Journal:
             if self._claimed == entry_id:
                 self._claimed = None
             entry = self._read(entry_id) or {}
-            target = self.dir / "failed" / f"{entry_id:016d}.json"
-            target.parent.mkdir(exist_ok=True)
-            atomic_write_json(target, {"reason": reason, "entry": entry})
+            target = self._keep_failed(entry_id, entry, reason)
             if entry_id in self._ids:
                 self._ids.remove(entry_id)
                 self._path(entry_id).unlink(missing_ok=True)
                 fsync_dir(self.dir)
         log.error("journal entry %s dropped from the queue: %s (kept in %s)",
                   entry_id, reason, target)
+        return target
+
+    def keep_failed(self, entry_id: int, entry: Entry, reason: str) -> Path:
+        """Keep (part of) an entry the API refused under ``failed/``, leaving the queue as is."""
+        with self._lock:
+            target = self._keep_failed(entry_id, entry, reason)
+        log.error("part of journal entry %s will never be written: %s (kept in %s)",
+                  entry_id, reason, target)
+        return target
+
+    def _keep_failed(self, entry_id: int, entry: Entry, reason: str) -> Path:
+        """A new file per failure: ids start again at 1 once the queue was empty."""
+        target = self.dir / "failed" / f"{entry_id:016d}-{time.time_ns()}.json"
+        target.parent.mkdir(exist_ok=True)
+        atomic_write_json(target, {"reason": reason, "entry": entry})
         return target
 
     def _read(self, entry_id: int) -> Entry | None:
