@@ -721,6 +721,29 @@ def test_an_event_create_repeated_after_a_lost_answer_is_not_an_error(kube_env, 
         client.close()
 
 
+def test_a_refused_part_is_kept_when_a_later_part_waits(kube_env, admin, tmp_path, caplog):
+    """Pod part: 422 (invalid label key), for good; ConfigMap part: 403, retriable."""
+    ns, name = kube_env.namespace, uid("mixed")
+    doomed = uid("kidecar-doomed")  # a terminating namespace refuses new objects with 403
+    admin.ensure_namespace(doomed)
+    admin.call("DELETE", f"/api/v1/namespaces/{doomed}")
+    admin.pod(name, ns)
+    s = store(_cfg("sidecar-result", doomed, label_key="bad key!"), name, ns, tmp_path,
+              kube_env.admin_kubeconfig)
+    try:
+        with caplog.at_level(logging.ERROR, logger="kidecar.storage.journal"):
+            assert s.record_result(ResultRecord(plugin=HOT, version="v1", url="u")) == JOURNALED
+        kept = [json.loads(p.read_text())
+                for p in (tmp_path / "kube-journal" / "failed").glob("*.json")]
+        assert [k["entry"]["parts"] for k in kept] == [["pod"]]
+        assert "422" in kept[0]["reason"] and kept[0]["entry"]["record"]["version"] == "v1"
+        assert any("never be written" in r.getMessage() for r in caplog.records)
+        pending = s.journal.entries()
+        assert [e["parts"] for _, e in pending] == [["configmap", "event"]]
+    finally:
+        s.close()
+
+
 # -- the client and the coalescer, against a local HTTP server ---------------------
 
 class _Scripted(BaseHTTPRequestHandler):

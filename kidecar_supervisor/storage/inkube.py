@@ -129,12 +129,20 @@ def _merge_markers(last: Entry, new: Entry) -> Entry | None:
     return merged
 
 
-class _PartFailed(Exception):
-    """A part of an operation failed: ``error`` says why, the entry holds what is left."""
+#: parts of an operation the API refused for good, with its answers
+Refused = list[tuple[str, KubeError]]
 
-    def __init__(self, error: KubeError) -> None:
+
+class _PartFailed(Exception):
+    """A part of an operation failed: ``error`` says why, the entry holds what is left.
+
+    ``refused``: parts before it that the API refused for good (kept under failed/).
+    """
+
+    def __init__(self, error: KubeError, refused: Refused) -> None:
         super().__init__(str(error))
         self.error = error
+        self.refused = refused
 
 
 class _Backend:
@@ -204,22 +212,33 @@ class _Backend:
         return workload_of(self.pod(retry=retry))
 
     # -- operations --------------------------------------------------------------
-    def run(self, entry: Entry, retry: RetryPolicy) -> list[KubeError]:
+    def run(self, entry: Entry, retry: RetryPolicy) -> Refused:
         """Do what is left of ``entry`` (its ``parts`` shrink as they are written).
 
         Raises _PartFailed on a retriable error (the entry then holds the rest);
-        returns the permanent errors of parts that were given up.
+        returns the parts that were given up, with the API's answers.
         """
-        permanent: list[KubeError] = []
+        refused: Refused = []
         for part in list(entry["parts"]):
             try:
                 self._run_part(entry, part, retry)
             except KubeError as exc:
                 if exc.retriable:
-                    raise _PartFailed(exc) from exc
-                permanent.append(exc)
+                    raise _PartFailed(exc, refused) from exc
+                refused.append((part, exc))
             entry["parts"].remove(part)
-        return permanent
+        return refused
+
+    def _keep_refused(self, entry_id: int, entry: Entry, refused: Refused) -> None:
+        """Keep the refused parts under failed/ (with an error log); the rest stays queued."""
+        if refused:
+            self.journal.keep_failed(entry_id, {**entry, "parts": [p for p, _ in refused]},
+                                     _reasons(refused))
+
+    def _fail_refused(self, entry_id: int, entry: Entry, refused: Refused) -> None:
+        """Nothing of the entry is left but refused parts: move it to failed/."""
+        self.journal.update(entry_id, {**entry, "parts": [p for p, _ in refused]})
+        self.journal.fail(entry_id, _reasons(refused))
 
     def _run_part(self, entry: Entry, part: str, retry: RetryPolicy) -> None:
         op = entry["op"]
@@ -287,6 +306,7 @@ class _Backend:
         try:
             permanent = self.run(entry, DIRECT_RETRY)
         except _PartFailed as failed:
+            self._keep_refused(entry_id, entry, failed.refused)
             self.journal.update(entry_id, entry)
             self.journal.release(entry_id)
             log.warning("Kubernetes write journaled (%s); %d pending", failed.error,
@@ -297,9 +317,8 @@ class _Backend:
             self.journal.fail(entry_id, f"{type(exc).__name__}: {exc}")
             raise
         if permanent:
-            self.journal.update(entry_id, entry)
-            self.journal.fail(entry_id, "; ".join(map(str, permanent)))
-            raise permanent[0]
+            self._fail_refused(entry_id, entry, permanent)
+            raise permanent[0][1]
         self.journal.done(entry_id)
         return WRITTEN
 
@@ -360,6 +379,7 @@ class _Backend:
         try:
             permanent = self.run(entry, REPLAY_RETRY)
         except _PartFailed as failed:
+            self._keep_refused(entry_id, entry, failed.refused)
             self.journal.update(entry_id, entry)
             self.journal.release(entry_id)
             log.debug("journal replay waits: %s", failed.error)
@@ -368,7 +388,7 @@ class _Backend:
             self.journal.fail(entry_id, f"{type(exc).__name__}: {exc}")
             return True
         if permanent:
-            self.journal.fail(entry_id, "; ".join(map(str, permanent)))
+            self._fail_refused(entry_id, entry, permanent)
         else:
             self.journal.done(entry_id)
             log.info("journaled %s written to Kubernetes; %d pending", entry["op"],
@@ -517,6 +537,10 @@ class InKubeStore(ResultStore):
         if not self._closed:
             self._closed = True
             _release(self._backend)
+
+
+def _reasons(refused: Refused) -> str:
+    return "; ".join(f"{part}: {error}" for part, error in refused)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
