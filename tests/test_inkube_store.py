@@ -739,7 +739,46 @@ def test_a_refused_part_is_kept_when_a_later_part_waits(kube_env, admin, tmp_pat
         assert "422" in kept[0]["reason"] and kept[0]["entry"]["record"]["version"] == "v1"
         assert any("never be written" in r.getMessage() for r in caplog.records)
         pending = s.journal.entries()
-        assert [e["parts"] for _, e in pending] == [["configmap", "event"]]
+        assert [e["parts"] for _, e in pending] == [["configmap"]]  # the Event went on
+    finally:
+        s.close()
+
+
+def test_a_stuck_configmap_write_does_not_hold_up_the_pod(kube_env, admin, tmp_path):
+    """The ConfigMap answers 403 (terminating namespace): markers still reach the pod,
+    live and when replayed at start; the ConfigMap's own writes keep their order."""
+    from kidecar_supervisor.storage.inkube import _cfg_to_dict
+    from kidecar_supervisor.storage.journal import Journal
+    ns, name = kube_env.namespace, uid("stuck")
+    doomed = uid("kidecar-doomed")
+    admin.ensure_namespace(doomed)
+    admin.call("DELETE", f"/api/v1/namespaces/{doomed}")
+    admin.pod(name, ns)
+    cfg = _cfg("sidecar-result", doomed)
+    s = store(cfg, name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        assert s.record_result(ResultRecord(plugin=HOT, version="v1", url="u")) == JOURNALED
+        assert s.apply_markers(MarkerUpdate(labels={"live": "yes"})) == WRITTEN
+        assert admin.get_pod(name, ns)["metadata"]["labels"]["live"] == "yes"
+        # another write of the stuck ConfigMap queues behind the first one
+        assert s.record_result(ResultRecord(plugin=HOT, version="v2", url="u")) == JOURNALED
+        assert [e["record"]["version"] for _, e in s.journal.entries()] == ["v1", "v2"]
+    finally:
+        s.close()
+    # at the next start a journaled pod write behind the stuck entries is replayed
+    Journal(tmp_path / "kube-journal").append(
+        {"op": "markers", "cfg": _cfg_to_dict(cfg), "labels": {"replayed": "yes"},
+         "annotations": {}, "target_value": None, "parts": ["pod", "target"]})
+    s = store(cfg, name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if admin.get_pod(name, ns)["metadata"]["labels"].get("replayed") == "yes":
+                break
+            time.sleep(0.2)
+        assert admin.get_pod(name, ns)["metadata"]["labels"].get("replayed") == "yes"
+        assert [e["record"]["version"] for _, e in s.journal.entries()
+                if e["op"] == "result"] == ["v1", "v2"]
     finally:
         s.close()
 

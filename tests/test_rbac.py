@@ -161,12 +161,13 @@ def test_a_403_names_the_missing_verb_and_resource(kube_env, rbac, tmp_path, cap
     try:
         with caplog.at_level(logging.ERROR, logger="kidecar.storage.kube"):
             status = s.record_result(ResultRecord(plugin=HOT, version="v1", url="u1"))
-        # the pod annotation was written; the ConfigMap part waits in the journal
+        # the pod annotation and the Event were written; the ConfigMap part waits
         assert status == JOURNALED
         assert json.loads(admin.get_pod(name, ns)["metadata"]["annotations"][
             codec.DEFAULT_ANNOTATION_KEY])["version"] == "v1"
         entries = [e for _, e in s.journal.entries()]
-        assert entries and entries[0]["parts"] == ["configmap", "event"]
+        assert entries and entries[0]["parts"] == ["configmap"]  # the Event went on
+        assert [e["reason"] for e in admin.events_for(name, ns)] == ["HotUpdateSucceeded"]
         lines = [r.getMessage() for r in caplog.records]
         assert any(f"may not patch configmaps in namespace \"{UNBOUND_NS}\"" in line
                    and "config/rbac.yaml" in line for line in lines), lines

@@ -25,7 +25,11 @@ written; a crash during that attempt leaves it to be replayed. If the API
 cannot be reached (or refuses with 401/403, fixable by RBAC) the entry keeps
 the remaining parts, is released to the replayer and the call returns
 JOURNALED.
-While the journal is not empty, new writes queue behind it so order is kept.
+Order is kept per object: a new write queues behind the journal if a pending
+entry writes one of its objects (the pod, the result ConfigMap, the target,
+the Events), or while the API does not answer at all; otherwise
+it goes straight to the API, so one stuck write (a 403 on the ConfigMap) does
+not hold up the pod's markers. The replayer works the same way.
 A background thread replays it with backoff, as soon as the API answers
 again and at the next start (a new InKubeStore on the same state_dir).
 Errors the API will never accept (404 pod, 422 invalid label key, unknown
@@ -175,10 +179,20 @@ class _Backend:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
-        client.on_answer(self._wake.set)
+        #: the last attempt got no answer (or 429/5xx): queue everything, don't wait on it
+        self._api_down = False
+        client.on_answer(self._answered)
         if len(self.journal):
             log.info("replaying %d journaled Kubernetes writes", len(self.journal))
             self._ensure_replayer()
+
+    def _answered(self) -> None:
+        self._api_down = False
+        self._wake.set()
+
+    def _failed(self, error: KubeError) -> None:
+        if isinstance(error, KubeUnavailable):
+            self._api_down = True
 
     # -- the pod -----------------------------------------------------------------
     def pod(self, refresh: bool = False, retry: RetryPolicy | None = None) -> dict[str, Any]:
@@ -212,22 +226,46 @@ class _Backend:
         return workload_of(self.pod(retry=retry))
 
     # -- operations --------------------------------------------------------------
-    def run(self, entry: Entry, retry: RetryPolicy) -> Refused:
+    def run(self, entry: Entry, retry: RetryPolicy, blocked: set[str] | None = None) -> Refused:
         """Do what is left of ``entry`` (its ``parts`` shrink as they are written).
 
-        Raises _PartFailed on a retriable error (the entry then holds the rest);
-        returns the parts that were given up, with the API's answers.
+        Order is kept per object: a part whose object is in ``blocked`` (an
+        earlier write of it is waiting) waits too, and a part that fails
+        retriably adds its object, while the other parts go on. If the API
+        does not answer at all, everything stops at once. Raises _PartFailed if
+        any part is left (the entry holds those); returns the parts that were
+        given up, with the API's answers.
         """
+        blocked = set() if blocked is None else blocked
         refused: Refused = []
+        error: KubeError | None = None
         for part in list(entry["parts"]):
+            obj = _part_object(entry, part)
+            if obj in blocked:
+                continue
             try:
                 self._run_part(entry, part, retry)
             except KubeError as exc:
                 if exc.retriable:
-                    raise _PartFailed(exc, refused) from exc
+                    error = exc
+                    blocked.add(obj)
+                    if isinstance(exc, KubeUnavailable):
+                        break
+                    continue
                 refused.append((part, exc))
             entry["parts"].remove(part)
+        if entry["parts"]:
+            raise _PartFailed(error or KubeError("waiting behind an earlier write of the "
+                                                 "same object"), refused)
         return refused
+
+    def _blocked(self) -> set[str] | None:
+        """Objects with a journaled write still waiting; None: the API is down, queue all."""
+        if not self.journal.pending():
+            return set()
+        if self._api_down:
+            return None
+        return {_part_object(e, part) for _, e in self.journal.entries() for part in e["parts"]}
 
     def _keep_refused(self, entry_id: int, entry: Entry, refused: Refused) -> None:
         """Keep the refused parts under failed/ (with an error log); the rest stays queued."""
@@ -298,14 +336,16 @@ class _Backend:
         the attempt may block for many seconds, and a crash meanwhile must leave
         the write to be replayed at the next start, not lose it.
         """
-        if self.journal.pending():
+        blocked = self._blocked()
+        if blocked is None or all(_part_object(entry, p) in blocked for p in entry["parts"]):
             self.journal.append(entry, _merge_markers if merge else None)
             self._ensure_replayer()
             return JOURNALED
         entry_id = self.journal.append(entry, hold=True)  # OSError: nothing promised
         try:
-            permanent = self.run(entry, DIRECT_RETRY)
+            permanent = self.run(entry, DIRECT_RETRY, blocked)
         except _PartFailed as failed:
+            self._failed(failed.error)
             self._keep_refused(entry_id, entry, failed.refused)
             self.journal.update(entry_id, entry)
             self.journal.release(entry_id)
@@ -358,27 +398,45 @@ class _Backend:
                     self._thread = None
 
     def _replay_step(self) -> bool | None:
-        """Replay the head entry: True if written, False to back off, None when done."""
-        claimed = self.journal.claim_head()
-        if claimed is None:
-            with self._thread_lock:  # decided under the lock a submit starts us with
-                if self.journal.pending() == 0:
-                    if self._thread is threading.current_thread():
-                        self._thread = None
-                    return None
-                return True
-        entry_id, entry = claimed
-        try:
-            return self._replay_one(entry_id, entry)
-        except BaseException:
-            self.journal.release(entry_id)
-            raise
+        """One pass over the journal, oldest first: True if anything was written,
+        False to back off, None when it is empty.
 
-    def _replay_one(self, entry_id: int, entry: Entry) -> bool:
-        """Write one journal entry; False if the API is still unavailable."""
+        Order is kept per object, not globally (``run``): a part waits only behind
+        earlier writes of its object that could not be made, so one stuck write (a
+        403 on the ConfigMap) does not hold up the pod's markers.
+        """
+        blocked: set[str] = set()
+        progressed = False
+        for entry_id, _ in self.journal.entries():
+            if self._stop.is_set():
+                return progressed
+            claimed = self.journal.claim(entry_id)
+            if claimed is None:
+                continue
+            left = len(claimed["parts"])
+            try:
+                done = self._replay_one(entry_id, claimed, blocked)
+            except BaseException:
+                self.journal.release(entry_id)
+                raise
+            progressed = progressed or done or len(claimed["parts"]) < left
+            if not done and self._api_down:
+                break  # no answer at all: the rest would wait the same
+        if progressed:
+            return True
+        with self._thread_lock:  # decided under the lock a submit starts us with
+            if self.journal.pending() == 0:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                return None
+        return False
+
+    def _replay_one(self, entry_id: int, entry: Entry, blocked: set[str]) -> bool:
+        """Write (what is left of) one journal entry; False if some of it must wait."""
         try:
-            permanent = self.run(entry, REPLAY_RETRY)
+            permanent = self.run(entry, REPLAY_RETRY, blocked)
         except _PartFailed as failed:
+            self._failed(failed.error)
             self._keep_refused(entry_id, entry, failed.refused)
             self.journal.update(entry_id, entry)
             self.journal.release(entry_id)
@@ -537,6 +595,19 @@ class InKubeStore(ResultStore):
         if not self._closed:
             self._closed = True
             _release(self._backend)
+
+
+def _part_object(entry: Entry, part: str) -> str:
+    """The Kubernetes object a part writes: writes of one object keep their order.
+
+    Events are separate objects, but keep their order among themselves.
+    """
+    cfg = entry.get("cfg") or {}
+    if part == "configmap":
+        return f"configmap:{cfg.get('result_namespace')}/{cfg.get('result_configmap')}"
+    if part == "target":
+        return "target:" + json.dumps([cfg.get("target"), cfg.get("json_path")], sort_keys=True)
+    return part  # "pod", "event"
 
 
 def _reasons(refused: Refused) -> str:

@@ -159,6 +159,16 @@ class Journal:
                     self._claimed = head
                     return head, entry
 
+    def claim(self, entry_id: int) -> Entry | None:
+        """Reserve one entry (not necessarily the oldest); None if it is gone or held."""
+        with self._lock:
+            if entry_id not in self._ids or entry_id in self._held:
+                return None
+            entry = self._read(entry_id)
+            if entry is not None:
+                self._claimed = entry_id
+            return entry
+
     def update(self, entry_id: int, entry: Entry) -> None:
         """Replace a claimed entry's content (e.g. after part of it was written)."""
         with self._lock:
