@@ -213,6 +213,28 @@ def test_a_delayed_recent_result_never_moves_the_workload_back(kube_env, admin, 
         s2.close()
 
 
+def test_a_rollout_of_one_version_writes_the_workload_entry_once(kube_env, admin, tmp_path):
+    """The second pod reporting the same version finds it there: no second workload write."""
+    ns, cm = kube_env.namespace, uid("res")
+    labels = {"game.kruise.io/owner-gss": "rollout"}
+    p1, p2 = uid("p1"), uid("p2")
+    admin.pod(p1, ns, labels=labels)
+    admin.pod(p2, ns, labels=labels)
+    s1 = store(_cfg(cm, ns), p1, ns, tmp_path / "1", kube_env.admin_kubeconfig)
+    s2 = store(_cfg(cm, ns), p2, ns, tmp_path / "2", kube_env.admin_kubeconfig)
+    wk = codec.workload_key(HOT, ns, Workload("GameServerSet", "rollout"))
+    try:
+        assert s1.record_result(ResultRecord(plugin=HOT, version="v6", url="u6")) == WRITTEN
+        assert s2.record_result(ResultRecord(plugin=HOT, version="v6", url="u6")) == WRITTEN
+        data = admin.configmap(cm, ns)["data"]
+        assert json.loads(data[wk])["pod"] == p1  # written once, by the first pod
+        assert json.loads(data[codec.pod_key(HOT, ns, p2)])[0] == "v6"
+        assert s2.latest_for_workload(HOT).version == "v6"
+    finally:
+        s1.close()
+        s2.close()
+
+
 def test_the_workload_entry_is_swapped_only_if_unchanged(kube_env, admin, tmp_path):
     """Another pod writes between our read and our write: we compare again, never clobber."""
     from kidecar_supervisor.storage.result_configmap import ResultConfigMap

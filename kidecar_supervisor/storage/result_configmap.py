@@ -7,7 +7,8 @@ Writes of one sidecar to the ConfigMap coalesce (``Coalescer``).
 
 The workload key is shared by every pod of the workload and must never move
 backwards (a delayed v2 must not replace another pod's v3), so a successful
-result advances it with a compare-and-swap: the merge patch's answer shows
+result of a version the entry does not already name advances it with a
+compare-and-swap: the merge patch's answer shows
 the current entry; only if ours is newer is it replaced by a JSON patch whose
 ``test`` op checks the entry is still the one we compared against (on a
 failed test the API answers 422 or 409: read again, compare again, bounded).
@@ -176,6 +177,11 @@ class ResultConfigMap:
                 if known.timestamp > record.timestamp:
                     log.info("result %s of %s is older than the workload entry (%s); "
                              "workload entry kept", record.version, record.pod, known.version)
+                return
+            if known is not None and (known.version, known.url, known.sha256) == (
+                    record.version, record.url, record.sha256):
+                # another pod already recorded this very version: the entry says what a
+                # new pod needs; rolling a fleet out costs no second write per pod
                 return
             try:
                 self.client.json_patch(path, _swap_ops(current, wk, old, new), raw=True)
