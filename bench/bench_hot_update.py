@@ -16,12 +16,11 @@
 The upstream is a real nginx (Debian package) on loopback serving the files
 with sendfile, so the upstream is not the bottleneck. ``rows(quick)`` returns
 the rows for ``bench/run``; run directly for a table:
-``.venv/bin/python bench/bench_hot_update.py [--quick]``.
+``bench/run --only hot_update [--quick]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -386,19 +385,3 @@ def _inkube_latency(rounds: int) -> dict[str, str]:
             env.close()
     finally:
         kube.close()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    table = rows(args.quick)
-    print("| benchmark | kidecar | peers | aim | notes |")
-    print("| --- | --- | --- | --- | --- |")
-    for row in table:
-        print("| " + " | ".join(row[k] for k in ("benchmark", "kidecar", "peers", "aim",
-                                                   "notes")) + " |")
-
-
-if __name__ == "__main__":
-    main()

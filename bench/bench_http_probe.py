@@ -9,13 +9,12 @@ flip is a real, confirmed change: one write per flip) and 2 (the flapping is
 filtered out). The peer figure is a naive write-per-probe prober:
 50 endpoints × 60 probes = 3000 writes/min.
 
-``rows(quick)``: 60 s windows (quick: 10 s). Run directly for a table:
-``.venv/bin/python bench/bench_http_probe.py [--quick]``.
+``rows(quick)``: 60 s windows (quick: 10 s). Run alone:
+``bench/run --only http_probe [--quick]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import subprocess
@@ -185,22 +184,10 @@ def rows(quick: bool) -> list[dict[str, str]]:
     ]
 
 
-def main() -> None:
+if __name__ == "__main__":
+    # only as the measured child process (``--child``); run benchmarks with bench/run
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         port, seconds, flap, threshold = sys.argv[2:6]
         print(json.dumps(_child(int(port), float(seconds), flap == "1", int(threshold))))
-        return
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    started = time.monotonic()
-    table = rows(args.quick)
-    print("| benchmark | kidecar | peers | aim | notes |\n| --- | --- | --- | --- | --- |")
-    for row in table:
-        print("| " + " | ".join(row[k] for k in ("benchmark", "kidecar", "peers", "aim", "notes"))
-              + " |")
-    print(f"\n({time.monotonic() - started:.0f} s)")
-
-
-if __name__ == "__main__":
-    main()
+    else:
+        sys.exit("run it through bench/run --only http_probe [--quick]")

@@ -8,13 +8,12 @@ does is missed. Peer: the naive way — read-modify-write of the result
 ConfigMap (GET + PUT), PATCH of the pod, POST of the Event — counted the same
 way.
 
-``rows(quick)``: quick = 20 results, full = 200. Run directly for a table:
-``.venv/bin/python bench/bench_kube_writes.py [--quick]``.
+``rows(quick)``: quick = 20 results, full = 200. Run alone:
+``bench/run --only kube_writes [--quick]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import statistics
@@ -260,19 +259,3 @@ def rows(quick: bool) -> list[dict[str, str]]:
         return out
     finally:
         cluster.close()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    table = rows(args.quick)
-    print("| benchmark | kidecar | peers | aim | notes |")
-    print("| --- | --- | --- | --- | --- |")
-    for row in table:
-        print("| " + " | ".join(row[k] for k in ("benchmark", "kidecar", "peers", "aim",
-                                                   "notes")) + " |")
-
-
-if __name__ == "__main__":
-    main()

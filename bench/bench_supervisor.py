@@ -27,12 +27,11 @@ Rows:
   for every supervisor the time until both programs have a pid.
 
 ``rows(quick)``: full = 20 kills, 10 s idle window, 5 starts; quick = 10 kills,
-3 s, 3 starts. Run directly: ``.venv/bin/python bench/bench_supervisor.py [--quick]``.
+3 s, 3 starts. Run alone: ``bench/run --only supervisor [--quick]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import os
 import random
@@ -684,18 +683,3 @@ def rows(quick: bool) -> list[dict[str, str]]:
         return out
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print("| benchmark | kidecar | peers | aim | notes |")
-    print("| --- | --- | --- | --- | --- |")
-    for row in rows(args.quick):
-        print("| " + " | ".join(row[k] for k in ("benchmark", "kidecar", "peers", "aim",
-                                                   "notes")) + " |")
-
-
-if __name__ == "__main__":
-    main()
