@@ -345,10 +345,7 @@ class _Backend:
         try:
             permanent = self.run(entry, DIRECT_RETRY, blocked)
         except _PartFailed as failed:
-            self._failed(failed.error)
-            self._keep_refused(entry_id, entry, failed.refused)
-            self.journal.update(entry_id, entry)
-            self.journal.release(entry_id)
+            self._leave_for_replay(entry_id, entry, failed)
             log.warning("Kubernetes write journaled (%s); %d pending", failed.error,
                         len(self.journal))
             self._ensure_replayer()
@@ -431,15 +428,20 @@ class _Backend:
                 return None
         return False
 
+    def _leave_for_replay(self, entry_id: int, entry: Entry, failed: _PartFailed) -> None:
+        """Part of ``entry`` must wait: keep what was refused for good, store what is
+        left (the written parts are gone from it) and let the replayer have it."""
+        self._failed(failed.error)
+        self._keep_refused(entry_id, entry, failed.refused)
+        self.journal.update(entry_id, entry)
+        self.journal.release(entry_id)
+
     def _replay_one(self, entry_id: int, entry: Entry, blocked: set[str]) -> bool:
         """Write (what is left of) one journal entry; False if some of it must wait."""
         try:
             permanent = self.run(entry, REPLAY_RETRY, blocked)
         except _PartFailed as failed:
-            self._failed(failed.error)
-            self._keep_refused(entry_id, entry, failed.refused)
-            self.journal.update(entry_id, entry)
-            self.journal.release(entry_id)
+            self._leave_for_replay(entry_id, entry, failed)
             log.debug("journal replay waits: %s", failed.error)
             return False
         except Exception as exc:  # noqa: BLE001 - never kill the replayer
