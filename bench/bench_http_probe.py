@@ -130,7 +130,7 @@ def _run_child(port: int, seconds: float, flap: bool, success_threshold: int) ->
 def measure(quick: bool) -> dict[str, dict[str, Any]]:
     seconds = 10.0 if quick else 60.0
     game = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "game_endpoint.py"), "--paths", str(ENDPOINTS),
+        [sys.executable, str(REPO / "tests" / "support" / "game_endpoint.py"), "--paths", str(ENDPOINTS),
          "--flap", "/flap"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
     )

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_game import FakeGame
-from tests.upstream_server import UpstreamServer
+from tests.support.fake_game import FakeGame
+from tests.support.upstream_server import UpstreamServer
 
 
 @pytest.fixture

@@ -35,9 +35,9 @@ from kidecar_supervisor.storage.kube_api import (
     KubeForbidden,
     ResourcePath,
 )
-from tests.inkube_support import Admin, store, uid
+from tests.support.inkube_support import Admin, store, uid
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HOT = "hot_update"
 RBAC = REPO / "config" / "rbac.yaml"
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_game import FakeGame
-from hot_update_harness import PluginRun, signal_config, wait_until
-from upstream_server import UpstreamServer
 
 from kidecar_supervisor.config_reader import ConfigReader
 from kidecar_supervisor.storage.base import StorageConfig
-from tests.inkube_support import Admin, store, uid
+from tests.support.fake_game import FakeGame
+from tests.support.hot_update_harness import PluginRun, signal_config, wait_until
+from tests.support.inkube_support import Admin, store, uid
+from tests.support.upstream_server import UpstreamServer
 
 pytestmark = pytest.mark.kube
 

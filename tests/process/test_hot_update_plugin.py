@@ -18,15 +18,16 @@ from typing import Any
 
 import psutil
 import pytest
-from fake_game import FakeGame
-from hot_update_harness import (
+
+from tests.support.fake_game import FakeGame
+from tests.support.hot_update_harness import (
     PluginRun,
     dir_listing,
     request_config,
     signal_config,
     wait_until,
 )
-from upstream_server import UpstreamServer, free_port, pattern_sha256
+from tests.support.upstream_server import UpstreamServer, free_port, pattern_sha256
 
 OLD = b"<h1>version 1</h1>\n"
 NEW = b"<h1>version 2</h1>\n"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from kidecar_supervisor.storage.base import JOURNALED
-from tests.game_endpoint import GameEndpoint
-from tests.http_probe_support import run_plugin, wait_until
+from tests.support.game_endpoint import GameEndpoint
+from tests.support.http_probe_support import run_plugin, wait_until
 
 INTERVAL = 0.05
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kidecar_supervisor.storage.journal import Journal, atomic_write_json
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_entries_come_back_in_order_after_reopen(tmp_path: Path) -> None:

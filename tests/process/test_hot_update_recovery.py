@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fake_game import FakeGame
-from hot_update_harness import PluginRun, dir_listing, signal_config, wait_until
-from upstream_server import UpstreamServer
+from tests.support.fake_game import FakeGame
+from tests.support.hot_update_harness import PluginRun, dir_listing, signal_config, wait_until
+from tests.support.upstream_server import UpstreamServer
 
 OLD = b"image default\n"
 NEW = b"hot update v2\n"

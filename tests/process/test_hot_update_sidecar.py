@@ -17,9 +17,9 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.fake_game import FakeGame
-from tests.sidecar_process import Sidecar, start_sidecar
-from tests.upstream_server import UpstreamServer
+from tests.support.fake_game import FakeGame
+from tests.support.sidecar_process import Sidecar, start_sidecar
+from tests.support.upstream_server import UpstreamServer
 
 pytestmark = pytest.mark.slow
 

@@ -20,13 +20,13 @@ from kubernetes import client
 from kidecar_supervisor.plugin_api import PodIdentity
 from kidecar_supervisor.storage.base import JOURNALED, StorageConfig
 from kidecar_supervisor.storage.inkube import InKubeStore
-from tests.game_endpoint import GameEndpoint
-from tests.http_probe_support import run_plugin, wait_until
-from tests.sidecar_process import start_sidecar
+from tests.support.game_endpoint import GameEndpoint
+from tests.support.http_probe_support import run_plugin, wait_until
+from tests.support.sidecar_process import start_sidecar
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GS = ("game.kruise.io", "v1alpha1")
 WRITE_VERBS = ("create", "update", "patch", "delete")
 SEED_POLICIES: list[dict[str, Any]] = [
@@ -191,7 +191,8 @@ def test_seed_config_in_the_real_sidecar_drives_the_game_server(
     kube_env: Any, pod: str, game: GameEndpoint, tmp_path: Path
 ) -> None:
     """The published seed document, unchanged but for the URL and timings, end to end."""
-    configmap = yaml.safe_load((REPO / "tests" / "fixtures" / "seed-http-probe.yaml").read_text())
+    seed = REPO / "tests" / "support" / "fixtures" / "seed-http-probe.yaml"
+    configmap = yaml.safe_load(seed.read_text())
     config = yaml.safe_load(configmap["data"]["config.yaml"])
     probe = config["plugins"][0]["config"]
     probe["endpoints"][0]["url"] = game.url()

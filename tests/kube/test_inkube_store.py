@@ -41,9 +41,9 @@ from kidecar_supervisor.storage.kube_api import (
 from kidecar_supervisor.storage.kube_connection import Connection
 from kidecar_supervisor.storage.targets import TargetError
 from kidecar_supervisor.storage.workload import Workload
-from tests.inkube_support import Admin, store, uid
+from tests.support.inkube_support import Admin, store, uid
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HOT = "hot_update"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.sidecar_process import REPO, free_port, start_sidecar
+from tests.support.sidecar_process import REPO, free_port, start_sidecar
 
 pytestmark = pytest.mark.slow
 

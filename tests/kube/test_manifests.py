@@ -14,7 +14,7 @@ import yaml
 
 from kidecar_supervisor.config import load_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config"
 CONFIGMAP = CONFIG / "sidecar-configmap.yaml"
 GSS = CONFIG / "gameserverset.yaml"

@@ -1,6 +1,6 @@
 """pytest plugin: a real kube-apiserver + etcd for the whole test session.
 
-Enable with ``pytest_plugins = ["tests.kube_harness"]`` in tests/conftest.py.
+Enable with ``pytest_plugins = ["tests.support.kube_harness"]`` in tests/conftest.py.
 Tests that use the ``kube_env`` fixture are marked ``kube`` automatically.
 
     def test_x(kube_env):
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 

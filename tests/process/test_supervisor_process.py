@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.sidecar_process import Sidecar, start_sidecar
+from tests.support.sidecar_process import Sidecar, start_sidecar
 
 pytestmark = pytest.mark.slow
 
@@ -212,7 +212,7 @@ def test_binary_output_lands_in_the_structured_log(running) -> None:
 def test_healthz_answers_fast_while_another_request_is_busy(running, tmp_path: Path) -> None:
     import subprocess
 
-    from tests.upstream_server import UpstreamServer
+    from tests.support.upstream_server import UpstreamServer
 
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -328,7 +328,7 @@ def test_cli_hot_update_is_a_client_of_the_api(running, tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.upstream_server import UpstreamServer
+    from tests.support.upstream_server import UpstreamServer
 
     shared = tmp_path / "shared"
     game = subprocess.Popen(["sh", "-c", "trap '' HUP; sleep 120", "fake-game-cli"])
@@ -444,7 +444,7 @@ def test_restart_then_stop_then_start_keeps_the_policy(running) -> None:
 def test_a_result_written_while_storage_restarts_is_not_lost(running, tmp_path: Path) -> None:
     import subprocess
 
-    from tests.upstream_server import UpstreamServer
+    from tests.support.upstream_server import UpstreamServer
 
     game = subprocess.Popen(["sh", "-c", "trap '' HUP; sleep 120", "fake-game-storage"])
     try:

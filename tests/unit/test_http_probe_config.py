@@ -14,7 +14,7 @@ from kidecar_supervisor.storage.base import MarkerPolicy, TargetRef
 from workers.http_probe.config import DEFAULT_METRIC, HttpProbeConfig
 from workers.http_probe.plugin import HttpProbePlugin
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "support" / "fixtures"
 
 
 def seed_plugins(name: str) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ import pytest
 from kidecar_supervisor.config_reader import ConfigReader
 from kidecar_supervisor.plugin_api import PluginContext, PodIdentity
 from kidecar_supervisor.storage.local import LocalStore
-from tests.fake_game import FakeGame
-from tests.upstream_server import UpstreamServer
+from tests.support.fake_game import FakeGame
+from tests.support.upstream_server import UpstreamServer
 from workers.file_sync.config import FileSyncConfig
 from workers.file_sync.marker import read_marker
 from workers.file_sync.plugin import FileSyncPlugin

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.sidecar_process import Sidecar, free_port, start_sidecar
-from tests.upstream_server import UpstreamServer
+from tests.support.sidecar_process import Sidecar, free_port, start_sidecar
+from tests.support.upstream_server import UpstreamServer
 
 pytestmark = pytest.mark.slow
 

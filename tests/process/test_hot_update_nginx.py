@@ -17,8 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from hot_update_harness import PluginRun, wait_until
-from upstream_server import UpstreamServer, free_port
+
+from tests.support.hot_update_harness import PluginRun, wait_until
+from tests.support.upstream_server import UpstreamServer, free_port
 
 pytestmark = pytest.mark.nginx
 

@@ -21,7 +21,7 @@ from kidecar_supervisor.inject import (
     split_documents,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 OPTS = InjectOptions(image="registry.example/kidecar:1.2.3")
 
 GAME = {"name": "game", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}

@@ -11,7 +11,7 @@ import pytest
 from kidecar_supervisor.config import load_config, parse_config_text
 from kidecar_supervisor.config_reader import ConfigError
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "support" / "fixtures"
 # documents as published; the one whose YAML is broken as published is refused (see below)
 SEEDS = sorted(p for p in FIXTURES.glob("seed-*.yaml") if p.name != "seed-kruise-proposal-sidecar.yaml")
 CLI = [sys.executable, "-m", "kidecar_supervisor.cli"]

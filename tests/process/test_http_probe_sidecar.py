@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.game_endpoint import GameEndpoint
-from tests.sidecar_process import REPO, start_sidecar
+from tests.support.game_endpoint import GameEndpoint
+from tests.support.sidecar_process import REPO, start_sidecar
 
 pytestmark = pytest.mark.slow
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "support" / "fixtures"
 SEEDS = sorted(p.name for p in FIXTURES.glob("seed-*.yaml"))
 
 

@@ -19,7 +19,7 @@ import psutil
 import requests
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 KIDECAR = [sys.executable, "-m", "kidecar_supervisor.cli"]
 
 

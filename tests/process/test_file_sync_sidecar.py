@@ -11,9 +11,9 @@ import pytest
 from kidecar_supervisor.plugin_api import PodIdentity
 from kidecar_supervisor.storage.base import StorageConfig
 from kidecar_supervisor.storage.local import LocalStore
-from tests.fake_game import FakeGame
-from tests.sidecar_process import start_sidecar
-from tests.upstream_server import UpstreamServer
+from tests.support.fake_game import FakeGame
+from tests.support.sidecar_process import start_sidecar
+from tests.support.upstream_server import UpstreamServer
 
 pytestmark = pytest.mark.slow
 

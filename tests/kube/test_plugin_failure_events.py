@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.sidecar_process import REPO, start_sidecar
+from tests.support.sidecar_process import REPO, start_sidecar
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
