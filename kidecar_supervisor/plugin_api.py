@@ -30,6 +30,7 @@ __all__ = [
     "PodIdentity",
     "ResultStore",
     "StorageConfig",
+    "storage_configs",
 ]
 
 
@@ -40,6 +41,20 @@ class PluginConfig(Protocol):
     def parse(cls, reader: ConfigReader) -> PluginConfig:
         """Validate ``reader`` and return the typed config; raise ConfigError."""
         ...
+
+
+def storage_configs(config: object) -> list[StorageConfig]:
+    """The stores a plugin's config writes to, as the config itself declares them.
+
+    A plugin config that writes results or markers implements
+    ``storage_configs()``; the supervisor sends a plugin-failure Event to the
+    first InKube store any plugin declares, so no core code guesses attribute
+    names of plugin configs.
+    """
+    declare = getattr(type(config), "storage_configs", None)
+    if declare is None:
+        return []
+    return [cfg for cfg in declare(config) if isinstance(cfg, StorageConfig)]
 
 
 @dataclass(frozen=True)

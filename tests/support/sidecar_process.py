@@ -19,6 +19,8 @@ import psutil
 import requests
 import yaml
 
+from tests.support.pod_limits import PodLimits
+
 REPO = Path(__file__).resolve().parents[2]
 KIDECAR = [sys.executable, "-m", "kidecar_supervisor.cli"]
 
@@ -131,8 +133,12 @@ def write_config(config: dict[str, Any] | str | Path, tmp_path: Path) -> Path:
 
 def start_sidecar(config: dict[str, Any] | str | Path, tmp_path: Path,
                   env: dict[str, str] | None = None, wait_ready: bool = False,
-                  timeout: float = 20.0, port: int | None = None) -> Sidecar:
-    """Start ``kidecar run`` on a free port and wait until /healthz answers 200."""
+                  timeout: float = 20.0, port: int | None = None,
+                  limits: PodLimits | None = None) -> Sidecar:
+    """Start ``kidecar run`` on a free port and wait until /healthz answers 200.
+
+    With ``limits`` the whole sidecar tree runs inside that cgroup (pod limits).
+    """
     config_path = write_config(config, tmp_path)
     port = port or free_port()
     state_dir = tmp_path / "state"
@@ -145,6 +151,7 @@ def start_sidecar(config: dict[str, Any] | str | Path, tmp_path: Path,
             [*KIDECAR, "run", "--config", str(config_path), "--port", str(port),
              "--host", "127.0.0.1", "--state-dir", str(state_dir)],
             stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO),
+            preexec_fn=limits.preexec if limits is not None else None,
         )
     sidecar = Sidecar(proc, port, state_dir, log_path)
     path = "/readyz" if wait_ready else "/healthz"
