@@ -1,5 +1,9 @@
 """The plugin interface: the only kidecar module a plugin imports.
 
+Plugins import this module (and ``kidecar_supervisor.plugin_kit``, the helpers
+plugins share), never other kidecar modules: the record and config types they
+need are re-exported here.
+
 A plugin is a class with a name, a version, a config type and four methods
 (init, run, stop, status), plus ``handle`` for calls routed to it (e.g. the
 HTTP ``/hot-update`` request). The supervisor forks one process per plugin and
@@ -17,19 +21,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from kidecar_supervisor.config_reader import ConfigError, ConfigReader
-from kidecar_supervisor.storage.base import ResultStore, StorageConfig
+from kidecar_supervisor.config_reader import ConfigError, ConfigReader, join_path
+from kidecar_supervisor.pod_identity import PodIdentity
+from kidecar_supervisor.storage.base import (
+    JOURNALED,
+    WRITTEN,
+    MarkerPolicy,
+    MarkerUpdate,
+    ResultRecord,
+    ResultStore,
+    StorageConfig,
+    TargetRef,
+)
 
+# Plugins import these names from here, never from the modules that define them:
+# the core may move its modules around, this list is the contract.
 __all__ = [
+    "JOURNALED",
+    "WRITTEN",
     "ConfigError",
     "ConfigReader",
+    "MarkerPolicy",
+    "MarkerUpdate",
     "Plugin",
     "PluginCallError",
     "PluginConfig",
     "PluginContext",
     "PodIdentity",
+    "ResultRecord",
     "ResultStore",
     "StorageConfig",
+    "TargetRef",
+    "join_path",
     "storage_configs",
 ]
 
@@ -83,19 +106,6 @@ class PluginCallError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "error": self.message, **self.fields}
-
-
-@dataclass(frozen=True)
-class PodIdentity:
-    """Who this sidecar is: from the downward API env (POD_NAME, POD_NAMESPACE)."""
-
-    pod_name: str = ""
-    namespace: str = ""
-    node_name: str = ""
-
-    @property
-    def in_cluster(self) -> bool:
-        return bool(self.pod_name and self.namespace)
 
 
 @dataclass

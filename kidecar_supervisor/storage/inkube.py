@@ -55,9 +55,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kidecar_supervisor.plugin_api import PodIdentity
+from kidecar_supervisor.plugin_kit.durable_files import atomic_write_json
+from kidecar_supervisor.pod_identity import PodIdentity
 from kidecar_supervisor.storage import result_codec as codec
 from kidecar_supervisor.storage.base import (
+    DEFAULT_RESULT_CONFIGMAP,
+    DEFAULT_RESULT_NAMESPACE,
     JOURNALED,
     WRITTEN,
     MarkerUpdate,
@@ -67,7 +70,7 @@ from kidecar_supervisor.storage.base import (
     TargetRef,
 )
 from kidecar_supervisor.storage.coalesce import Coalescer
-from kidecar_supervisor.storage.journal import Entry, Journal, atomic_write_json
+from kidecar_supervisor.storage.journal import Entry, Journal
 from kidecar_supervisor.storage.kube_api import (
     KubeClient,
     KubeError,
@@ -114,8 +117,8 @@ def _cfg_from_dict(data: Mapping[str, Any]) -> StorageConfig:
     return StorageConfig(
         type="InKube", annotation_key=data.get("annotation_key", ""),
         label_key=data.get("label_key", ""),
-        result_configmap=data.get("result_configmap") or "sidecar-result",
-        result_namespace=data.get("result_namespace") or "kube-system",
+        result_configmap=data.get("result_configmap") or DEFAULT_RESULT_CONFIGMAP,
+        result_namespace=data.get("result_namespace") or DEFAULT_RESULT_NAMESPACE,
         target=TargetRef(**target) if target else None, json_path=data.get("json_path", ""),
     )
 

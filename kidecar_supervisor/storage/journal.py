@@ -8,7 +8,7 @@ the directory fsynced, all before ``append`` returns: a crash leaves either
 the whole entry or none, never half of one. Entries are replayed in sequence
 order (later writes win, as they would have live) and deleted once written.
 
-The replayer *claims* the head entry while it works on it; ``append`` may
+The replayer *claims* each entry while it works on it; ``append`` may
 fold a new entry into the last one (``merge``, e.g. marker updates: latest
 value wins, so an outage with a flapping probe does not pile up thousands of
 files) but never into a claimed one. A direct write appends its entry
@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kidecar_supervisor.plugin_kit.durable_files import atomic_write_json, fsync_dir
+
 log = logging.getLogger("kidecar.storage.journal")
 
 Entry = dict[str, Any]
@@ -38,26 +40,6 @@ Entry = dict[str, Any]
 Merge = Callable[[Entry, Entry], Entry | None]
 
 _NAME = re.compile(r"^(\d{16})\.json$")
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename/unlink in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` to ``path`` so a crash leaves the old or the new file, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, separators=(",", ":"), sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 class Journal:
@@ -93,7 +75,7 @@ class Journal:
 
         With ``merge``, the entry may be folded into the last unclaimed entry.
         With ``hold``, the caller writes it itself (``done``/``fail``/``release``
-        when finished) and ``claim_head`` skips it meanwhile; if the process dies
+        when finished) and ``entries``/``claim`` skip it meanwhile; if the process dies
         first, the file is replayed at the next start.
         """
         if hold:
@@ -146,18 +128,6 @@ class Journal:
             if entry is not None:
                 out.append((entry_id, entry))
         return out
-
-    def claim_head(self) -> tuple[int, Entry] | None:
-        """The oldest entry not held, reserved for the caller until ``done``/``release``."""
-        with self._lock:
-            while True:
-                head = next((i for i in self._ids if i not in self._held), None)
-                if head is None:
-                    return None
-                entry = self._read(head)
-                if entry is not None:
-                    self._claimed = head
-                    return head, entry
 
     def claim(self, entry_id: int) -> Entry | None:
         """Reserve one entry (not necessarily the oldest); None if it is gone or held."""

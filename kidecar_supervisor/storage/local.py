@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from kidecar_supervisor.plugin_api import PodIdentity
+from kidecar_supervisor.pod_identity import PodIdentity
 from kidecar_supervisor.storage.base import (
     WRITTEN,
     MarkerUpdate,

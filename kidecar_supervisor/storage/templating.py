@@ -37,11 +37,6 @@ class TemplateError(ValueError):
     """A template that names an unknown scope or a variable that is not set."""
 
 
-def uses_pod(template: str) -> bool:
-    """True if rendering ``template`` needs the pod object (a ``${POD:...}`` reference)."""
-    return any(m.group(1) == "POD" for m in _REF.finditer(template))
-
-
 def render(template: str, self_env: Mapping[str, str],
            pod_env: Callable[[], PodEnv] | None = None) -> str:
     """``template`` with every reference replaced; ``pod_env`` is called only if needed."""

@@ -396,7 +396,7 @@ def test_memory_stays_flat_whatever_the_size(tmp_path: Path, upstream: UpstreamS
 
 _FORKED_SIBLINGS = """
 import os, signal, subprocess, sys, time
-from workers.hot_update.reload import find_processes
+from kidecar_supervisor.plugin_kit.reload import find_processes
 marker = sys.argv[1]
 sibling = os.fork()  # like the supervisor's other children: forked, same command line
 if sibling == 0:

@@ -12,7 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from kidecar_supervisor.storage.journal import Journal, atomic_write_json
+from kidecar_supervisor.plugin_kit.durable_files import atomic_write_json
+from kidecar_supervisor.storage.journal import Journal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,16 +31,25 @@ def test_entries_come_back_in_order_after_reopen(tmp_path: Path) -> None:
 
 def test_done_removes_the_file_and_release_keeps_it(tmp_path: Path) -> None:
     j = Journal(tmp_path)
-    j.append({"n": 1})
+    first = j.append({"n": 1})
     j.append({"n": 2})
-    claimed = j.claim_head()
-    assert claimed is not None and claimed[1] == {"n": 1}
-    j.release(claimed[0])
-    again = j.claim_head()
-    assert again == claimed
-    j.done(claimed[0])
+    assert j.claim(first) == {"n": 1}
+    j.release(first)
+    assert j.claim(first) == {"n": 1}, "a released entry can be claimed again"
+    j.done(first)
+    assert j.claim(first) is None, "a written entry is gone"
     assert [e for _, e in j.entries()] == [{"n": 2}]
     assert len(list(tmp_path.glob("*.json"))) == 1
+
+
+def test_claim_of_a_vanished_or_corrupt_entry_is_none(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    gone = j.append({"n": 1})
+    bad = j.append({"n": 2})
+    (tmp_path / f"{gone:016d}.json").unlink()
+    (tmp_path / f"{bad:016d}.json").write_text("[1, 2]")  # JSON, but not an entry
+    assert j.claim(gone) is None and j.claim(bad) is None
+    assert len(j) == 0 and (tmp_path / "bad" / f"{bad:016d}.json").exists()
 
 
 def test_update_persists_partial_progress(tmp_path: Path) -> None:
@@ -61,8 +71,7 @@ def test_merge_folds_into_last_entry_but_never_into_a_claimed_one(tmp_path: Path
     folded = j.append({"op": "markers", "labels": {"a": "2", "b": "x"}}, merge=_merge_markers)
     assert folded == first
     assert j.entries() == [(first, {"op": "markers", "labels": {"a": "2", "b": "x"}})]
-    claimed = j.claim_head()
-    assert claimed is not None
+    assert j.claim(first) is not None
     second = j.append({"op": "markers", "labels": {"a": "3"}}, merge=_merge_markers)
     assert second != first, "merging into the entry being replayed would lose the new value"
     j.done(first)
@@ -87,7 +96,7 @@ def test_corrupt_entry_is_moved_aside_with_an_error(tmp_path: Path, caplog) -> N
 def test_fail_keeps_the_entry_and_reason_out_of_the_queue(tmp_path: Path) -> None:
     j = Journal(tmp_path)
     entry_id = j.append({"op": "result", "v": "v9"})
-    j.claim_head()
+    assert j.claim(entry_id) is not None
     kept = j.fail(entry_id, "422 Invalid: bad label")
     assert len(j) == 0
     assert json.loads(kept.read_text()) == {"reason": "422 Invalid: bad label",
@@ -159,13 +168,15 @@ def test_held_entries_are_skipped_by_the_replayer_until_released(tmp_path: Path)
     held = j.append({"op": "result", "n": 1}, hold=True)
     queued = j.append({"op": "markers", "n": 2})
     assert (len(j), j.pending()) == (2, 1)
-    assert j.claim_head() == (queued, {"op": "markers", "n": 2})  # the held one is skipped
-    assert j.entries() == [(queued, {"op": "markers", "n": 2})]
+    assert j.claim(held) is None, "a held entry belongs to its direct write"
+    assert j.entries() == [(queued, {"op": "markers", "n": 2})]  # the held one is skipped
+    assert j.claim(queued) == {"op": "markers", "n": 2}
     j.done(queued)
-    assert j.claim_head() is None
+    assert j.entries() == []
     j.update(held, {"op": "result", "n": 1, "parts": ["event"]})
     j.release(held)  # the direct attempt failed: now the replayer's
-    assert j.claim_head() == (held, {"op": "result", "n": 1, "parts": ["event"]})
+    assert j.entries() == [(held, {"op": "result", "n": 1, "parts": ["event"]})]
+    assert j.claim(held) == {"op": "result", "n": 1, "parts": ["event"]}
     # a process that died while holding it: the file is there at the next start
     assert Journal(tmp_path).entries() == [(held, {"op": "result", "n": 1, "parts": ["event"]})]
 

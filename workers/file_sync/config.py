@@ -15,8 +15,8 @@
 ``watch``             ``{enabled, debounceSeconds, intervalSeconds, ignore}``: reload the
                       game whenever files in dstDir change, once per burst
 
-Signal and request settings are parsed by hot_update's own classes so both
-plugins accept exactly the same spellings and reject the same mistakes.
+Signal and request settings are parsed by the plugin kit's reload classes, so
+this plugin and hot_update accept exactly the same spellings and reject the same mistakes.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from kidecar_supervisor.config_reader import ConfigReader
-from kidecar_supervisor.storage.base import StorageConfig
-from workers.hot_update.config import LOAD_PATCH_TYPES, RequestConfig, SignalConfig
+from kidecar_supervisor.plugin_api import ConfigReader, StorageConfig
+from kidecar_supervisor.plugin_kit.reload import LOAD_PATCH_TYPES, RequestConfig, SignalConfig
 
 #: a version must be usable as a label value (the store may put it in one)
 VERSION_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
@@ -72,6 +71,10 @@ class FileSyncConfig:
     version_env: str = ""
     storage: StorageConfig = field(default_factory=StorageConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+
+    def storage_configs(self) -> list[StorageConfig]:
+        """The one store sync results go to (the supervisor sends plugin-failure Events there)."""
+        return [self.storage]
 
     @classmethod
     def parse(cls, reader: ConfigReader) -> FileSyncConfig:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from workers.file_sync.tree_copy import TEMP_PREFIX, fsync_dir
+from kidecar_supervisor.plugin_kit.durable_files import atomic_write_json
+from workers.file_sync.tree_copy import TEMP_PREFIX
 
 log = logging.getLogger("kidecar.file_sync.marker")
 
@@ -43,10 +43,5 @@ def read_marker(dst: Path) -> SyncMarker | None:
 
 
 def write_marker(dst: Path, marker: SyncMarker) -> None:
-    temp = dst / (TEMP_PREFIX + "marker")
-    with open(temp, "w") as out:
-        json.dump(asdict(marker), out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, dst / MARKER_NAME)
-    fsync_dir(dst)
+    # the temp name carries the copy's prefix: a crash leftover is removed like the copy's
+    atomic_write_json(dst / MARKER_NAME, asdict(marker), temp_path=dst / (TEMP_PREFIX + "marker"))

@@ -26,13 +26,17 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kidecar_supervisor.plugin_api import Plugin, PluginContext
-from kidecar_supervisor.storage.base import ResultRecord, ResultStore
+from kidecar_supervisor.plugin_api import Plugin, PluginContext, ResultRecord, ResultStore
+from kidecar_supervisor.plugin_kit.reload import (
+    GameNotRunning,
+    ReloadError,
+    request_reload,
+    signal_reload,
+)
 from workers.file_sync.config import FileSyncConfig, resolve_version
 from workers.file_sync.marker import SyncMarker, read_marker, write_marker
 from workers.file_sync.tree_copy import SyncAborted, SyncError, SyncReport, sync_tree
 from workers.file_sync.watch import ChangeWatcher
-from workers.hot_update.reload import GameNotRunning, ReloadError, request_reload, signal_reload
 
 log = logging.getLogger("kidecar.file_sync")
 

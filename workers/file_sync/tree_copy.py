@@ -22,6 +22,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kidecar_supervisor.plugin_kit.durable_files import fsync_dir, remove_quietly
+
 log = logging.getLogger("kidecar.file_sync.copy")
 
 TEMP_PREFIX = ".kidecar-sync-"
@@ -160,7 +162,7 @@ def atomic_copy(source: Path, target: Path) -> tuple[str, int]:
             os.fsync(out.fileno())
         os.replace(temp_name, target)
     except BaseException:
-        _remove_quietly(Path(temp_name))
+        remove_quietly(Path(temp_name))
         raise
     return digest.hexdigest(), written
 
@@ -180,22 +182,6 @@ def remove_leftovers(dst: Path) -> int:
         for name in files:
             if name.startswith(TEMP_PREFIX):
                 log.info("removing a temp file left by an interrupted copy: %s", name)
-                _remove_quietly(Path(root) / name)
+                remove_quietly(Path(root) / name)
                 removed += 1
     return removed
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make the renames in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass

@@ -20,16 +20,11 @@ Every problem is a ConfigError naming the field path, caught before start.
 from __future__ import annotations
 
 import re
-import signal
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
 
-from kidecar_supervisor.config_reader import ConfigReader
-from kidecar_supervisor.storage.base import StorageConfig
+from kidecar_supervisor.plugin_api import ConfigReader, StorageConfig
+from kidecar_supervisor.plugin_kit.reload import LOAD_PATCH_TYPES, RequestConfig, SignalConfig
 
-LOAD_PATCH_TYPES = ("signal", "request")
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 
 _UNITS = {
@@ -39,67 +34,6 @@ _UNITS = {
 
 #: where the shared emptyDir is mounted when the config does not say (DESIGN §3)
 DEFAULT_FILE_DIR = "/app/downloads"
-
-
-@dataclass(frozen=True)
-class SignalConfig:
-    """Reload by signalling every process whose command line contains ``process_name``."""
-
-    process_name: str
-    signal_number: int = int(signal.SIGHUP)
-
-    @property
-    def signal_name(self) -> str:
-        return signal.Signals(self.signal_number).name
-
-    @classmethod
-    def parse(cls, reader: ConfigReader) -> SignalConfig:
-        process_name = reader.str("processName")
-        number = int(signal.SIGHUP)
-        if reader.has("signalName"):
-            number = parse_signal(reader.raw("signalName"), reader)
-        reader.reject_unknown()
-        return cls(process_name=process_name, signal_number=number)
-
-
-@dataclass(frozen=True)
-class RequestConfig:
-    """Reload by calling the game's HTTP endpoint, retrying until 2xx or a deadline."""
-
-    url: str
-    method: str = "GET"
-    timeout_seconds: float = 5.0
-    deadline_seconds: float = 30.0
-    expected_status: int | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-
-    def is_success(self, status: int) -> bool:
-        if self.expected_status is not None:
-            return status == self.expected_status
-        return 200 <= status < 300
-
-    @classmethod
-    def parse(cls, reader: ConfigReader) -> RequestConfig:
-        url = reader.str("url")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise reader.error("url", f"must be an http(s) URL, got {url!r}")
-        cfg = cls(
-            url=url,
-            method=reader.str("method", default="GET", choices=HTTP_METHODS).upper(),
-            timeout_seconds=reader.number(
-                "timeoutSeconds", "timeout", default=5.0, positive=True, maximum=3600
-            ),
-            deadline_seconds=reader.number(
-                "deadlineSeconds", default=30.0, positive=True, maximum=86400
-            ),
-            expected_status=reader.int(
-                "expectedStatus", "expectedStatusCode", default=None, minimum=100, maximum=599
-            ),
-            headers=tuple(sorted(reader.str_map("headers", default={}).items())),
-        )
-        reader.reject_unknown()
-        return cfg
 
 
 @dataclass(frozen=True)
@@ -116,6 +50,10 @@ class HotUpdateConfig:
     download_deadline_seconds: float = 3600.0
     allow_file_urls: bool = False
     restore_attempts: int = 3
+
+    def storage_configs(self) -> list[StorageConfig]:
+        """The one store results go to (the supervisor sends plugin-failure Events there)."""
+        return [self.storage]
 
     @classmethod
     def parse(cls, reader: ConfigReader) -> HotUpdateConfig:
@@ -158,24 +96,6 @@ class HotUpdateConfig:
         )
         reader.reject_unknown()
         return cfg
-
-
-def parse_signal(value: Any, reader: ConfigReader, name: str = "signalName") -> int:
-    """``SIGHUP``, ``HUP``, ``sighup`` or a number → the signal number; else a ConfigError."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return int(signal.Signals(value))
-        except ValueError:
-            raise reader.error(name, f"{value} is not a signal number") from None
-    if not isinstance(value, str) or not value.strip():
-        raise reader.error(name, f"must be a signal name like SIGHUP, got {value!r}")
-    text = value.strip().upper()
-    key = text if text.startswith("SIG") else "SIG" + text
-    try:
-        return int(signal.Signals[key])
-    except KeyError:
-        known = ", ".join(s.name for s in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2))
-        raise reader.error(name, f"unknown signal {value!r} (e.g. {known})") from None
 
 
 def parse_size(reader: ConfigReader, name: str, default: int) -> int:

@@ -27,6 +27,8 @@ from urllib.parse import unquote, urlsplit
 import requests
 import urllib3
 
+from kidecar_supervisor.plugin_kit.durable_files import remove_quietly
+
 log = logging.getLogger("kidecar.hot_update.download")
 
 TEMP_PREFIX = ".kidecar-tmp-"
@@ -110,15 +112,6 @@ def download(
     except BaseException:
         remove_quietly(temp_path)
         raise
-
-
-def remove_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("cannot remove %s: %s", path, exc)
 
 
 def _make_temp(dest_dir: Path) -> tuple[int, str]:

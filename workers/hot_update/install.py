@@ -24,7 +24,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from workers.hot_update.download import TEMP_PREFIX, remove_quietly
+from kidecar_supervisor.plugin_kit.durable_files import (
+    atomic_write_json,
+    fsync_dir,
+    remove_quietly,
+)
+from workers.hot_update.download import TEMP_PREFIX
 
 log = logging.getLogger("kidecar.hot_update.install")
 
@@ -148,13 +153,8 @@ class FileSlot:
         info = os.stat(self.target(file_name))
         manifest = Manifest(version=version, url=url, file_name=file_name, size=info.st_size,
                             mtime_ns=info.st_mtime_ns, sha256=sha256)
-        temp = self.dir / (TEMP_PREFIX + "manifest")
-        with open(temp, "w") as out:
-            json.dump(asdict(manifest), out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, self.dir / MANIFEST_NAME)
-        self.sync_dir()
+        atomic_write_json(self.dir / MANIFEST_NAME, asdict(manifest),
+                          temp_path=self.dir / (TEMP_PREFIX + "manifest"))
         return manifest
 
     def in_place(self, manifest: Manifest | None, version: str, url: str) -> bool:
@@ -168,11 +168,7 @@ class FileSlot:
         return info.st_size == manifest.size and info.st_mtime_ns == manifest.mtime_ns
 
     def sync_dir(self) -> None:
-        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.dir)
 
 
 class Installed:

@@ -29,19 +29,16 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kidecar_supervisor.config_reader import ConfigReader
-from kidecar_supervisor.plugin_api import Plugin, PluginCallError, PluginContext
-from kidecar_supervisor.storage.base import ResultRecord, ResultStore
-from workers.hot_update.config import HotUpdateConfig
-from workers.hot_update.download import (
-    Downloaded,
-    DownloadError,
-    DownloadLimits,
-    download,
-    remove_quietly,
+from kidecar_supervisor.plugin_api import (
+    ConfigReader,
+    Plugin,
+    PluginCallError,
+    PluginContext,
+    ResultRecord,
+    ResultStore,
 )
-from workers.hot_update.install import DirectoryBusy, FileSlot
-from workers.hot_update.reload import (
+from kidecar_supervisor.plugin_kit.durable_files import remove_quietly
+from kidecar_supervisor.plugin_kit.reload import (
     GameNotRunning,
     ReloadError,
     ReloadOutcome,
@@ -50,6 +47,9 @@ from workers.hot_update.reload import (
     request_reload,
     signal_reload,
 )
+from workers.hot_update.config import HotUpdateConfig
+from workers.hot_update.download import Downloaded, DownloadError, DownloadLimits, download
+from workers.hot_update.install import DirectoryBusy, FileSlot
 from workers.hot_update.status import RELOADING, Applied, UpdateStatus
 from workers.hot_update.update_request import UpdateRequest, parse_update_request
 
@@ -352,7 +352,6 @@ class HotUpdatePlugin(Plugin):
 
     def _restore(self) -> None:
         """Re-apply the recorded version before becoming ready (see the module docstring)."""
-        self._seed_history()
         error = ""
         for attempt in range(1, self.cfg.restore_attempts + 1):
             if self._stopping.is_set() or self.ctx.stop_requested.is_set():
@@ -430,15 +429,6 @@ class HotUpdatePlugin(Plugin):
         if own is not None:
             return own, "pod"
         return self.store.latest_for_workload(PLUGIN_NAME), "workload"
-
-    def _seed_history(self) -> None:
-        history = getattr(self.store, "history", None)
-        if history is None:
-            return
-        try:
-            self.updates.seed_history(list(history(PLUGIN_NAME, 20)))
-        except Exception as exc:  # the store may not keep a history: fine
-            log.debug("no history from the store: %s", exc)
 
 
 def _as_config(config: Any) -> HotUpdateConfig:

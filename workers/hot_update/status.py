@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from kidecar_supervisor.storage.base import ResultRecord
+from kidecar_supervisor.plugin_api import ResultRecord
 from workers.hot_update.download import Progress
 
 HISTORY_SIZE = 20

@@ -33,10 +33,6 @@ class UpdateRequest:
     file_name: str
     sha256: str = ""
 
-    @property
-    def is_file_url(self) -> bool:
-        return self.url.lower().startswith("file:")
-
 
 def parse_update_request(params: Any, allow_file_urls: bool) -> UpdateRequest:
     """Check ``params`` (form or JSON fields) and return the request, or raise a 400."""

@@ -20,8 +20,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from kidecar_supervisor.config_reader import ConfigReader
-from kidecar_supervisor.storage.base import StorageConfig
+from kidecar_supervisor.plugin_api import ConfigReader, StorageConfig
 from workers.http_probe.jsonpath import JsonPath, JsonPathError, compile_path
 from workers.http_probe.markers import is_valid_label_value, is_valid_qualified_name
 
@@ -101,6 +100,10 @@ class HttpProbeConfig:
     endpoints: tuple[EndpointConfig, ...]
     start_delay_seconds: float = 0.0
     probe_interval_seconds: float = 5.0
+
+    def storage_configs(self) -> list[StorageConfig]:
+        """Every endpoint's store, in config order (the first InKube one gets failure Events)."""
+        return [endpoint.storage for endpoint in self.endpoints]
 
     @classmethod
     def parse(cls, reader: ConfigReader) -> HttpProbeConfig:

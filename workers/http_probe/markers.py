@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kidecar_supervisor.storage.base import MarkerPolicy, MarkerUpdate, StorageConfig, TargetRef
+from kidecar_supervisor.plugin_api import MarkerPolicy, MarkerUpdate, StorageConfig, TargetRef
 
 #: ranks: lower wins
 POLICY, RAW, STALE = 0, 1, 2

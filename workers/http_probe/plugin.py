@@ -31,8 +31,7 @@ import threading
 import time
 from typing import Any, ClassVar
 
-from kidecar_supervisor.plugin_api import Plugin, PluginContext
-from kidecar_supervisor.storage.base import ResultStore, StorageConfig
+from kidecar_supervisor.plugin_api import Plugin, PluginContext, ResultStore, StorageConfig
 from workers.http_probe.config import EndpointConfig, HttpProbeConfig
 from workers.http_probe.markers import FieldKey, endpoint_claims, plan_writes, policy_for, resolve
 from workers.http_probe.prober import FAILED, HttpProber, ProbeResult, ThresholdTracker
