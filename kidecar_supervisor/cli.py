@@ -39,8 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
                      default=os.environ.get("KIDECAR_EMPTY", "").lower() in ("1", "true", "yes"),
                      help="do nothing but wait (SidecarSet hotUpgradeEmptyImage); also KIDECAR_EMPTY=1")
 
-    validate = commands.add_parser("validate", help="check a config file; exit 0 or 1")
+    validate = commands.add_parser(
+        "validate", help="check a config file; exit 0 or 1",
+        description="Check a config document. What only this machine decides (a program "
+                    "path, an unset ${VAR}) is a warning, since configs are often checked "
+                    "away from the image; --this-machine makes it an error, as for run.")
     validate.add_argument("config", help="config file to check")
+    validate.add_argument("--this-machine", action="store_true",
+                          help="also fail on what 'kidecar run' would refuse on this machine "
+                               "(missing program, unset ${VAR}, ...)")
 
     for name, text in (("status", "show the plugins of a running sidecar"),
                        ("restart", "restart one plugin of a running sidecar"),
@@ -91,7 +98,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kidecar_supervisor.http_server  # noqa: F401 - gunicorn, for the HTTP child
     import kidecar_supervisor.plugin_runtime  # noqa: F401 - every plugin process
     import kidecar_supervisor.storage.local  # noqa: F401 - sqlite3, for the storage child
-    from kidecar_supervisor.config import SidecarConfig, config_path, load_config
+    from kidecar_supervisor.config import (
+        SidecarConfig,
+        config_path,
+        load_config,
+        machine_problems,
+    )
     from kidecar_supervisor.config_reader import ConfigError
     from kidecar_supervisor.http_app import load_token
     from kidecar_supervisor.structured_log import setup_logging
@@ -100,9 +112,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     try:
         config = SidecarConfig(plugins=()) if args.empty else load_config(path)
-        preflight(config)
     except ConfigError as exc:
         print(f"kidecar: invalid config: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    problems = machine_problems(config)
+    for problem in problems:
+        print(f"kidecar: invalid config: {problem}", file=sys.stderr)
+    if problems:
         return EXIT_FAILED
     setup_logging(args.log_level or config.log_level)
     port = args.port or int(os.environ.get("KIDECAR_PORT") or config.http.port)
@@ -125,28 +141,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def preflight(config: Any) -> None:
-    """Checks only a real start needs (a program must exist on this machine)."""
-    import shutil
-
-    from kidecar_supervisor.config_reader import ConfigError
-
-    for spec in config.plugins:
-        if spec.is_binary and spec.enabled:
-            path = spec.config.path
-            if shutil.which(path) is None:
-                raise ConfigError(f"program {path!r} not found or not executable",
-                                  f"{spec.field_path}.binary.path", config.source)
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
-    from kidecar_supervisor.config import load_config
+    """Same document rules as ``run``; this machine's verdict is a warning unless asked."""
+    from kidecar_supervisor.config import load_config, machine_problems
     from kidecar_supervisor.config_reader import ConfigError
 
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, unset_ok=not args.this_machine)
     except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    problems = machine_problems(config)
+    for problem in problems:
+        if args.this_machine:
+            print(f"invalid: {problem}", file=sys.stderr)
+        else:
+            print(f"warning: {problem} (kidecar run would refuse this on this machine; "
+                  "--this-machine makes it an error)", file=sys.stderr)
+    if problems and args.this_machine:
         return EXIT_FAILED
     names = ", ".join(f"{p.name} (bootOrder {p.boot_order})" for p in config.plugins) or "none"
     print(f"ok: {args.config}: plugins: {names}")

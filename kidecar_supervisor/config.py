@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import yaml
-
+from kidecar_supervisor.config_document import (
+    Embedded,
+    expand_environment,
+    literal_block_first_line,
+    load_yaml,
+    read_config_bytes,
+)
 from kidecar_supervisor.config_reader import ConfigError, ConfigReader
 from kidecar_supervisor.plugin_api import Plugin
 from kidecar_supervisor.registry import UnknownPlugin, load_plugin_class
@@ -99,6 +104,8 @@ class SidecarConfig:
     http: HttpSettings = field(default_factory=HttpSettings)
     log_level: str = "info"
     source: str = ""
+    # ${VAR}s not set where the document was read (only with unset_ok): run refuses them
+    unset_variables: tuple[ConfigError, ...] = ()
 
     def plugin(self, name: str) -> PluginSpec | None:
         return next((p for p in self.plugins if p.name == name), None)
@@ -109,32 +116,33 @@ def config_path(cli_value: str | None) -> str:
     return cli_value or os.environ.get("KIDECAR_CONFIG") or DEFAULT_CONFIG_PATH
 
 
-def load_config(path: str | os.PathLike[str]) -> SidecarConfig:
-    """Read and validate ``path``; ConfigError names file, field and problem."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("file not found (set --config or KIDECAR_CONFIG)", "", source) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read file: {exc}", "", source) from None
-    return parse_config_text(text, source)
+def load_config(path: str | os.PathLike[str], *, unset_ok: bool = False,
+                environ: Mapping[str, str] | None = None) -> SidecarConfig:
+    """Read and validate ``path``; ConfigError names file, field and problem.
+
+    ``unset_ok`` keeps an unset ``${VAR}`` (reported in ``unset_variables``) instead
+    of refusing it: ``kidecar validate`` away from the image, where the pod's
+    environment does not exist, still checks the rest of the document.
+    """
+    text = read_config_bytes(path)
+    return parse_config_text(text, str(path), unset_ok=unset_ok, environ=environ)
 
 
-def parse_config_text(text: str, source: str = "<config>") -> SidecarConfig:
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML: {where}{problem}", "", source) from None
-    document, prefix = _unwrap_configmap(document, source)
-    return parse_config(document, source, prefix)
+def parse_config_text(text: str, source: str = "<config>", *, unset_ok: bool = False,
+                      environ: Mapping[str, str] | None = None) -> SidecarConfig:
+    """The document in ``text`` (a config, or a whole ConfigMap manifest holding one)."""
+    document, prefix = _unwrap_configmap(text, load_yaml(text, source), source)
+    unset = expand_environment(document, os.environ if environ is None else environ,
+                               source, prefix)
+    if unset and not unset_ok:
+        raise unset[0]
+    config = parse_config(document, source, prefix)
+    return replace(config, unset_variables=tuple(unset))
 
 
-def _unwrap_configmap(document: Any, source: str) -> tuple[Any, str]:
-    """Accept a whole ConfigMap manifest too: its ``data`` holds the real document."""
+def _unwrap_configmap(text: str, document: Any, source: str) -> tuple[Any, str]:
+    """Accept a whole ConfigMap manifest too: its ``data`` holds the real document,
+    read with the same rules (size, duplicate keys) and errors naming the file's lines."""
     if not (isinstance(document, dict) and document.get("kind") == "ConfigMap"):
         return document, ""
     data = document.get("data") or {}
@@ -142,10 +150,25 @@ def _unwrap_configmap(document: Any, source: str) -> tuple[Any, str]:
     if key is None or not isinstance(data.get(key), str):
         raise ConfigError("ConfigMap has no config document in data", "data", source)
     prefix = f'data["{key}"]'
-    try:
-        return yaml.safe_load(data[key]), prefix
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", prefix, source) from None
+    where = Embedded(prefix, literal_block_first_line(text, ("data", str(key))))
+    return load_yaml(data[key], source, where), prefix
+
+
+def machine_problems(config: SidecarConfig) -> list[ConfigError]:
+    """What ``run`` would refuse on *this* machine although the document is valid.
+
+    ``${VAR}`` values and whatever a plugin config's ``machine_problems(field_path,
+    source)`` reports (the binary plugin: its program, working directory, the
+    inherited environment's size) exist per machine, and configs are often validated away
+    from the image: ``validate`` reports these as warnings unless asked to check
+    this machine, ``run`` refuses to start with any of them.
+    """
+    problems = list(config.unset_variables)
+    for spec in config.plugins:
+        check = getattr(spec.config, "machine_problems", None)
+        if spec.enabled and check is not None:
+            problems += check(spec.field_path, config.source)
+    return problems
 
 
 def parse_config(document: Any, source: str = "<config>", prefix: str = "") -> SidecarConfig:

@@ -50,7 +50,14 @@ class ConfigReader:
         if not isinstance(data, dict):
             raise ConfigError(f"must be a mapping, got {_kind(data)}", path, source)
         self._data: dict[builtins.str, Any] = data
-        self._by_folded = {str(k).lower(): str(k) for k in data}
+        self._by_folded: dict[builtins.str, builtins.str] = {}
+        for key in data:
+            # a document from YAML was checked with line numbers already (config_document);
+            # a mapping built in code must not pick one of two spellings silently either
+            earlier = self._by_folded.setdefault(str(key).lower(), str(key))
+            if earlier != str(key):
+                raise ConfigError(f"duplicate key: {earlier!r} and {key!r} are the same key",
+                                  path, source)
         self._used: set[builtins.str] = set()
         self._asked: set[builtins.str] = set()
 

@@ -1,154 +1,154 @@
-"""Config validation: every seed document passes; bad ones fail with file, field path, problem."""
+"""The `kidecar` CLI on config documents: `validate` and `run` agree on the document,
+and `validate` reports what `run` would refuse on this machine (a warning by default,
+an error with --this-machine). Parsing alone is tested in tests/unit/test_config_document.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from kidecar_supervisor.config import load_config, parse_config_text
-from kidecar_supervisor.config_reader import ConfigError
-
 FIXTURES = Path(__file__).resolve().parents[1] / "support" / "fixtures"
-# documents as published; the one whose YAML is broken as published is refused (see below)
+# documents as published; the one whose YAML is broken as published is refused
 SEEDS = sorted(p for p in FIXTURES.glob("seed-*.yaml") if p.name != "seed-kruise-proposal-sidecar.yaml")
 CLI = [sys.executable, "-m", "kidecar_supervisor.cli"]
 
 
+def kidecar(*args: str, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
+                          env=env, cwd=cwd)
+
+
+def run_sidecar(path: Path, tmp_path: Path, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
+    """`kidecar run` on ``path``; a refused document returns at once (else the timeout hits)."""
+    return kidecar("run", "--config", str(path), "--state-dir", str(tmp_path / "state"),
+                   "--host", "127.0.0.1", env=env, cwd=tmp_path)
+
+
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda p: p.name)
 def test_every_seed_document_validates(seed: Path) -> None:
-    config = load_config(seed)
-    assert config.plugins, "a seed always configures plugins"
-    result = subprocess.run([*CLI, "validate", str(seed)], capture_output=True, text=True)
+    result = kidecar("validate", str(seed))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: ")
 
 
-def test_the_seed_with_broken_yaml_is_refused_with_its_line() -> None:
-    seed = FIXTURES / "seed-kruise-proposal-sidecar.yaml"
-    with pytest.raises(ConfigError) as err:
-        load_config(seed)
-    assert "invalid YAML" in str(err.value) and "line" in str(err.value)
-
-
-def test_both_key_spellings_mean_the_same() -> None:
-    lower = parse_config_text("""
-plugins:
-  - name: sleeper
-    bootorder: 3
-    restartpolicy: OnFailure
-    binary: {path: sleep, args: ["1"]}
-restartpolicy: Never
-sidecarstartorder: After
-""")
-    camel = parse_config_text("""
-plugins:
-  - name: sleeper
-    bootOrder: 3
-    restartPolicy: OnFailure
-    binary: {path: sleep, args: ["1"]}
-restartPolicy: Never
-sidecarStartOrder: After
-""")
-    for config in (lower, camel):
-        assert config.plugins[0].boot_order == 3
-        assert config.plugins[0].restart.policy == "OnFailure"
-        assert config.restart.policy == "Never"
-        assert config.sidecar_start_order == "After"
-
-
-def test_top_level_restart_settings_are_each_plugins_default() -> None:
-    config = parse_config_text("""
-restartPolicy: OnFailure
-maxRestarts: 4
-plugins:
-  - {name: a, binary: {path: sleep}}
-  - {name: b, binary: {path: sleep}, restartPolicy: Never, maxRestarts: 9}
-""")
-    a, b = config.plugins
-    assert (a.restart.policy, a.restart.max_restarts) == ("OnFailure", 4)
-    assert (b.restart.policy, b.restart.max_restarts) == ("Never", 9)
-
-
-HOT_UPDATE = """
-plugins:
-  - name: hot_update
-    config:
-      loadPatchType: signal
-      fileDir: /tmp/x
-      signal: {processName: game, signalName: %s}
-"""
-
-BAD_CONFIGS = {
-    "yaml syntax": ("plugins: [\n", "", "invalid YAML"),
-    "not a mapping": ("- a\n- b\n", "", "must be a mapping"),
-    "plugins not a list": ("plugins: {name: x}\n", "plugins", "must be a list"),
-    "unknown plugin": ("plugins: [{name: teleport}]\n", "plugins[0].name", "unknown plugin 'teleport'"),
-    "bad restart policy": ("restartPolicy: Sometimes\nplugins: []\n", "restartPolicy",
-                           "must be one of Always, OnFailure, Never"),
-    "bad boot order": ("plugins: [{name: a, bootOrder: first, binary: {path: sleep}}]\n",
-                       "plugins[0].bootOrder", "must be an integer"),
-    "bad quantity": ("resources: {CPU: lots, Memory: 128Mi}\nplugins: []\n", "resources.CPU",
-                     "not a Kubernetes quantity"),
-    "bad memory quantity": ("resources: {Memory: 128MB}\nplugins: []\n", "resources.Memory",
-                            "not a Kubernetes quantity"),
-    "negative backoff": ("plugins: [{name: a, backoffSeconds: -1, binary: {path: sleep}}]\n",
-                         "plugins[0].backoffSeconds", "at least 0"),
-    "zero heartbeat": ("plugins: [{name: a, heartbeatTimeoutSeconds: 0, binary: {path: sleep}}]\n",
-                       "plugins[0].heartbeatTimeoutSeconds", "greater than 0"),
-    "duplicate names": ("plugins: [{name: a, binary: {path: sleep}}, {name: a, binary: {path: sleep}}]\n",
-                        "plugins[1].name", "already used"),
-    "reserved name": ("plugins: [{name: http, binary: {path: sleep}}]\n", "plugins[0].name",
-                      "kidecar itself"),
-    "typo in a key": ("plugins: [{name: a, bootOrdr: 1, binary: {path: sleep}}]\n",
-                      "plugins[0].bootOrdr", "did you mean 'bootOrder'"),
-    "binary without path": ("plugins: [{name: a, binary: {args: [x]}}]\n", "plugins[0].binary.path",
-                            "is required"),
-    "bad binary env": ("plugins: [{name: a, binary: {path: sleep, env: [NOEQUALS]}}]\n",
-                       "plugins[0].binary.env", "NAME=value"),
-    "unknown signal": (HOT_UPDATE % "SIGWAT", "plugins[0].config.signal.signalName", "SIGWAT"),
-    "bad start order": ("sidecarStartOrder: Sideways\nplugins: []\n", "sidecarStartOrder",
-                        "Before, After"),
-    "bad http port": ("http: {port: 70000}\nplugins: []\n", "http.port", "at most 65535"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
-def test_bad_config_names_file_field_and_problem(name: str, tmp_path: Path) -> None:
-    text, field, problem = BAD_CONFIGS[name]
+def test_a_bad_config_names_file_field_and_problem(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    result = subprocess.run([*CLI, "validate", str(path)], capture_output=True, text=True)
+    path.write_text("plugins: [{name: a, bootOrder: first, binary: {path: sleep}}]\n")
+    result = kidecar("validate", str(path))
     assert result.returncode == 1
-    message = result.stderr.strip()
-    assert str(path) in message
-    assert f": {field}: " in message or (not field and f"{path}: " in message), message
-    assert problem in message, message
+    assert result.stderr.strip() == (f"invalid: {path}: plugins[0].bootOrder: must be an "
+                                      "integer, got a string 'first'")
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = kidecar("validate", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1 and "file not found" in result.stderr
 
 
 def test_run_refuses_a_bad_config_before_starting_anything(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("plugins: [{name: a, binary: {path: /no/such/program}}]\n")
-    result = subprocess.run([*CLI, "run", "--config", str(path), "--state-dir",
-                             str(tmp_path / "s"), "--port", "0"],
-                            capture_output=True, text=True, timeout=30)
+    result = run_sidecar(path, tmp_path)
     assert result.returncode == 1
     assert "plugins[0].binary.path" in result.stderr and "not found" in result.stderr
+    assert not (tmp_path / "state").exists(), "nothing was started or written"
 
 
-def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
-    result = subprocess.run([*CLI, "validate", str(tmp_path / "nope.yaml")],
-                            capture_output=True, text=True)
-    assert result.returncode == 1 and "file not found" in result.stderr
+# -- validate and run agree on the document ---------------------------------------------------
+DOCUMENT_ERRORS = {
+    "duplicate plugins": ("plugins:\n  - {name: a, binary: {path: sleep}}\nplugins: []\n",
+                          "duplicate key: 'plugins' on line 1 and line 3"),
+    "two spellings": ("restartPolicy: Always\nrestartpolicy: Never\nplugins: []\n",
+                      "'restartPolicy' and 'restartpolicy' are the same key on line 1 and line 2"),
+    "NUL in an argument": ('plugins: [{name: a, binary: {path: sleep, args: ["5\\0"]}}]\n',
+                           "plugins[0].binary.args[0]: contains a NUL byte"),
+    "argument over MAX_ARG_STRLEN": (
+        "plugins: [{name: a, binary: {path: sleep, args: [%s]}}]\n" % ("x" * 131072),
+        "plugins[0].binary.args[0]: is 131072 bytes; the kernel accepts at most 131071"),
+    "10 MB": ("plugins: []\n#" + "x" * (10 * 1024 * 1024) + "\n",
+              "bytes; at most 1048576 (1 MiB) are accepted"),
+}
 
 
-def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kidecar_supervisor.config import DEFAULT_CONFIG_PATH, config_path
+@pytest.mark.parametrize("name", sorted(DOCUMENT_ERRORS))
+def test_validate_and_run_refuse_the_same_document(name: str, tmp_path: Path) -> None:
+    text, problem = DOCUMENT_ERRORS[name]
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    validate = kidecar("validate", str(path))
+    assert validate.returncode == 1 and problem in validate.stderr, validate.stderr[-2000:]
+    assert validate.stdout == ""
+    run = run_sidecar(path, tmp_path)
+    assert run.returncode == 1 and problem in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "state").exists(), "refused before anything started"
 
-    monkeypatch.delenv("KIDECAR_CONFIG", raising=False)
-    assert config_path(None) == DEFAULT_CONFIG_PATH == "/opt/sidecar/config.yaml"
-    monkeypatch.setenv("KIDECAR_CONFIG", "/env.yaml")
-    assert config_path(None) == "/env.yaml"
-    assert config_path("/cli.yaml") == "/cli.yaml"
+
+def test_a_configmap_manifest_with_a_duplicate_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cm.yaml"
+    path.write_text("""\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kidecar-config}
+data:
+  config.yaml: |
+    plugins: []
+    logLevel: info
+    loglevel: debug
+""")
+    for result in (kidecar("validate", str(path)), run_sidecar(path, tmp_path)):
+        assert result.returncode == 1
+        assert ('data["config.yaml"]: duplicate key: \'logLevel\' and \'loglevel\' are the '
+                "same key on line 2 (line 7 of the file) and line 3 (line 8 of the file)"
+                in result.stderr), result.stderr
+
+
+# -- this machine ---------------------------------------------------------------------------
+def test_a_missing_program_is_a_warning_for_validate_an_error_with_this_machine(
+        tmp_path: Path) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text("plugins: [{name: a, binary: {path: /opt/game/bin/server}}]\n")
+    relaxed = kidecar("validate", str(path))
+    assert relaxed.returncode == 0 and relaxed.stdout.startswith("ok: ")
+    assert "warning:" in relaxed.stderr and "plugins[0].binary.path" in relaxed.stderr
+    assert "--this-machine" in relaxed.stderr
+    strict = kidecar("validate", "--this-machine", str(path))
+    assert strict.returncode == 1 and strict.stdout == ""
+    assert f"invalid: {path}: plugins[0].binary.path: program '/opt/game/bin/server' not " \
+           "found" in strict.stderr
+    run = run_sidecar(path, tmp_path)
+    assert run.returncode == 1 and "plugins[0].binary.path" in run.stderr
+
+
+HOT_UPDATE_IN = """\
+plugins:
+  - name: hot_update
+    config:
+      loadPatchType: signal
+      signal: {processName: no-such-game, signalName: SIGHUP}
+      fileDir: ${KIDECAR_TEST_DOWNLOADS}/downloads
+      storageConfig: {type: Local}
+"""
+
+
+def test_an_unset_variable_is_refused_not_made_a_directory(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(HOT_UPDATE_IN)
+    env = {k: v for k, v in os.environ.items() if k != "KIDECAR_TEST_DOWNLOADS"}
+    problem = ("plugins[0].config.fileDir: environment variable KIDECAR_TEST_DOWNLOADS is "
+               "not set (referenced as ${KIDECAR_TEST_DOWNLOADS})")
+    run = run_sidecar(path, tmp_path, env=env)
+    assert run.returncode == 1 and problem in run.stderr, run.stderr
+    assert not list(tmp_path.glob("$*")), "no directory named after the reference"
+    strict = kidecar("validate", "--this-machine", str(path), env=env)
+    assert strict.returncode == 1 and problem in strict.stderr
+    relaxed = kidecar("validate", str(path), env=env)
+    assert relaxed.returncode == 0 and f"warning: {path}: {problem}" in relaxed.stderr
+    env["KIDECAR_TEST_DOWNLOADS"] = str(tmp_path)
+    assert kidecar("validate", "--this-machine", str(path), env=env).returncode == 0
