@@ -13,8 +13,7 @@ import shutil
 from dataclasses import dataclass
 from typing import ClassVar
 
-from kidecar_supervisor.config_reader import join_path
-from kidecar_supervisor.plugin_api import ConfigError, ConfigReader, Plugin
+from kidecar_supervisor.plugin_api import ConfigError, ConfigReader, Plugin, join_path
 
 _ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
