@@ -49,6 +49,7 @@ from kidecar_supervisor.plugin_kit.reload import (
 )
 from workers.hot_update.config import HotUpdateConfig
 from workers.hot_update.download import Downloaded, DownloadError, DownloadLimits, download
+from workers.hot_update.in_flight import InFlight
 from workers.hot_update.install import DirectoryBusy, FileSlot
 from workers.hot_update.status import RELOADING, Applied, UpdateStatus
 from workers.hot_update.update_request import UpdateRequest, parse_update_request
@@ -94,8 +95,11 @@ class HotUpdatePlugin(Plugin):
             stall_timeout=self.cfg.download_timeout_seconds,
             deadline=self.cfg.download_deadline_seconds,
         )
+        #: held by the one update or restore attempt that runs (fileDir has one writer)
         self._busy = threading.Lock()
-        self._restoring = False
+        #: guards the decision join / unchanged / 409 / run (never held while updating)
+        self._admission = threading.Lock()
+        self._in_flight: InFlight | None = None
         self._stopping = threading.Event()
         self._adopt_manifest()
 
@@ -140,32 +144,81 @@ class HotUpdatePlugin(Plugin):
         return out
 
     def update(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``POST /hot-update``: one update end to end; PluginCallError on any failure."""
+        """``POST /hot-update``: one update end to end; PluginCallError on any failure.
+
+        Idempotent: the version already applied is a cheap 200, and a retry of the
+        update that is running right now joins it (same outcome) instead of a 409.
+        """
         try:
             request = parse_update_request(params, self.cfg.allow_file_urls)
         except PluginCallError as err:
             self._rejected(err, params)
             raise
-        if not self._busy.acquire(blocking=False):
-            conflict = self._conflict()
-            self._rejected(conflict, params)
-            raise conflict
+        admitted = self._admit(request)
+        if isinstance(admitted, InFlight):
+            return admitted.join()
+        if admitted is not None:
+            return admitted
         try:
-            if self._already_applied(request):
-                return self._unchanged(request)
-            return self._apply_or_raise(request)
-        finally:
-            self._busy.release()
+            result = self._apply_or_raise(request)
+        except PluginCallError as err:
+            self._finish(error=err)
+            raise
+        except BaseException:
+            self._finish(error=PluginCallError(500, "the update ended unexpectedly"))
+            raise
+        self._finish(result=result)
+        return result
 
-    def _conflict(self) -> PluginCallError:
-        running = self.updates.snapshot()["running"] or {}
-        if self._restoring and not running:
+    def _admit(self, request: UpdateRequest) -> InFlight | dict[str, Any] | None:
+        """Decide what a valid request gets, atomically with respect to other requests.
+
+        Returns the InFlight to join (the same update runs), the "unchanged" answer
+        (already applied, nothing runs), or None: the caller owns a new update (the
+        update lock is held, ``_in_flight`` set). Raises the 409 for anything else.
+        """
+        with self._admission:
+            running = self._in_flight
+            if running is not None:
+                if running.matches(request):
+                    log.info("version %s from %s is being applied already: joining it",
+                             request.version, request.url)
+                    return running
+                conflict = self._conflict(running)
+            elif not self._busy.acquire(blocking=False):
+                conflict = self._conflict(None)  # a restore between two of its attempts
+            else:
+                try:
+                    if self._already_applied(request):
+                        self._busy.release()
+                        return self._unchanged(request)
+                except BaseException:
+                    self._busy.release()
+                    raise
+                self._in_flight = InFlight(request)
+                return None
+        self._rejected(conflict, {"version": request.version, "url": request.url})
+        raise conflict
+
+    def _finish(self, result: dict[str, Any] | None = None,
+                error: PluginCallError | None = None) -> None:
+        """End the owned update: publish the outcome to joiners, free the update lock."""
+        with self._admission:
+            running, self._in_flight = self._in_flight, None
+            self._busy.release()
+        if running is not None:
+            running.finish(result, error)
+
+    def _conflict(self, running: InFlight | None) -> PluginCallError:
+        if running is None:
             return PluginCallError(409, "restoring the recorded version at start; retry when "
                                    "GET /hot-update shows state idle")
-        what = "restoring" if running.get("restoring") else "updating to"
+        what = "restoring" if running.restoring else "updating to"
         return PluginCallError(
-            409, f"an update is already running ({what} {running.get('version', '?')}); "
-            "retry when GET /hot-update shows state idle", running=running,
+            409, f"an update is already running ({what} {running.request.version}); a "
+            "request for another version must wait: retry when GET /hot-update shows state idle",
+            running={"version": running.request.version, "url": running.request.url,
+                     "restoring": running.restoring},
         )
 
     def _already_applied(self, request: UpdateRequest) -> bool:
@@ -375,11 +428,7 @@ class HotUpdatePlugin(Plugin):
         instead of being overwritten by the older recorded version afterwards.
         """
         with self._busy:
-            self._restoring = True
-            try:
-                return self._restore_once_locked(attempt)
-            finally:
-                self._restoring = False
+            return self._restore_once_locked(attempt)
 
     def _restore_once_locked(self, attempt: int) -> tuple[bool, str]:
         try:
@@ -406,6 +455,9 @@ class HotUpdatePlugin(Plugin):
             self.updates.set_restore(state="in-place", version=request.version, scope=scope)
             log.info("recorded version %s (%s) is already in place", request.version, scope)
             return True, ""
+        running = InFlight(request, restoring=True)
+        with self._admission:  # a POST of this very version joins the restore
+            self._in_flight = running
         try:
             result = self._apply(request, restoring=True, recorded_at=record.timestamp)
         except UpdateFailed as failure:
@@ -414,10 +466,25 @@ class HotUpdatePlugin(Plugin):
             if attempt >= self.cfg.restore_attempts:
                 self._record_failure(request, failure.stage,
                                      f"restore after {attempt} attempt(s): {failure.message}")
+            self._end_restore(running, error=PluginCallError(
+                failure.status, f"restoring the recorded version failed: {failure.message}",
+                stage=failure.stage, version=request.version, **failure.fields))
             return False, failure.message
+        except BaseException:
+            self._end_restore(running, error=PluginCallError(500, "the restore ended unexpectedly"))
+            raise
+        self._end_restore(running, result=result)
         self.updates.set_restore(state="applied", version=request.version, scope=scope,
                                  attempts=attempt, reload=result["reload"])
         return True, ""
+
+    def _end_restore(self, running: InFlight, result: dict[str, Any] | None = None,
+                     error: PluginCallError | None = None) -> None:
+        """The restore attempt is over: joiners get its outcome (the update lock stays held)."""
+        with self._admission:
+            if self._in_flight is running:
+                self._in_flight = None
+        running.finish(result, error)
 
     def _restore_gave_up(self, record: ResultRecord, error: str) -> None:
         log.error("cannot restore version %s: %s", record.version, error)
