@@ -15,6 +15,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "support" / "fixtures"
 # documents as published; the one whose YAML is broken as published is refused
 SEEDS = sorted(p for p in FIXTURES.glob("seed-*.yaml") if p.name != "seed-kruise-proposal-sidecar.yaml")
 CLI = [sys.executable, "-m", "kidecar_supervisor.cli"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def kidecar(*args: str, env: dict[str, str] | None = None,
@@ -152,3 +153,27 @@ def test_an_unset_variable_is_refused_not_made_a_directory(tmp_path: Path) -> No
     assert relaxed.returncode == 0 and f"warning: {path}: {problem}" in relaxed.stderr
     env["KIDECAR_TEST_DOWNLOADS"] = str(tmp_path)
     assert kidecar("validate", "--this-machine", str(path), env=env).returncode == 0
+
+
+# -- the plugin registry -----------------------------------------------------------------
+
+def test_without_kidecars_metadata_the_error_says_how_to_install(tmp_path: Path) -> None:
+    """The source tree on PYTHONPATH, never installed: one loud error, not 'unknown plugin'."""
+    site = Path(next(p for p in sys.path if p.endswith("site-packages")))
+    fake_site = tmp_path / "site"
+    fake_site.mkdir()
+    for entry in site.iterdir():  # every installed package except kidecar itself
+        if not entry.name.lower().startswith(("kidecar", "__editable__")):
+            (fake_site / entry.name).symlink_to(entry)
+    src = tmp_path / "src"
+    src.mkdir()
+    for package in ("kidecar_supervisor", "workers"):
+        (src / package).symlink_to(REPO / package)
+    env = {**os.environ, "PYTHONPATH": f"{src}:{fake_site}"}
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "kidecar_supervisor.cli", "validate",
+         str(REPO / "config" / "local.yaml")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "kidecar's package metadata is missing" in result.stderr, result.stderr
+    assert "pip install -e ." in result.stderr
