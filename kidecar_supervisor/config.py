@@ -87,12 +87,33 @@ class PluginSpec:
 
 @dataclass(frozen=True)
 class HttpSettings:
+    """``http:``: where the API listens, what a client may cost, who may change things.
+
+    The limits exist because the port is reachable by every pod that can
+    reach the game server (issue 17): no client may starve the kubelet's
+    probes or grow the HTTP child's memory.
+    """
+
     port: int = 5000
     host: str = "0.0.0.0"
     threads: int = 8
     token: str = ""
     token_file: str = ""
     graceful_timeout_seconds: float = 10.0
+    #: a request body larger than this is refused 413 before it is read
+    max_body_bytes: int = 64 * 1024
+    #: one form or JSON field (name or value) larger than this is refused 413
+    max_field_bytes: int = 8 * 1024
+    #: a request head must be complete this long after its first byte (else 408)
+    header_timeout_seconds: float = 5.0
+    #: a request body must be complete this long after its head
+    body_timeout_seconds: float = 10.0
+    #: connections waiting for a request head or idle at once; the oldest beyond closes
+    max_connections: int = 64
+    #: with a token: loopback clients may still mutate without it (the seeds' curl)
+    allow_loopback_without_token: bool = True
+    #: without a token: anyone who reaches the port may mutate (the old, open behaviour)
+    allow_network_mutations: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,6 +277,24 @@ def _parse_http(reader: ConfigReader | None) -> HttpSettings:
         token=reader.str("token", default=""),
         token_file=reader.str("tokenFile", default=""),
         graceful_timeout_seconds=reader.number("gracefulTimeoutSeconds", default=10.0, minimum=0),
+        max_body_bytes=reader.int("maxBodyBytes", default=HttpSettings.max_body_bytes,
+                                  minimum=1024, maximum=64 << 20),
+        max_field_bytes=reader.int("maxFieldBytes", default=HttpSettings.max_field_bytes,
+                                   minimum=256, maximum=64 << 20),
+        header_timeout_seconds=reader.number(
+            "headerTimeoutSeconds", default=HttpSettings.header_timeout_seconds,
+            positive=True, maximum=300),
+        body_timeout_seconds=reader.number(
+            "bodyTimeoutSeconds", default=HttpSettings.body_timeout_seconds,
+            positive=True, maximum=3600),
+        max_connections=reader.int("maxConnections", default=HttpSettings.max_connections,
+                                   minimum=1, maximum=10000),
+        allow_loopback_without_token=reader.bool(
+            "allowLoopbackWithoutToken", default=HttpSettings.allow_loopback_without_token),
+        allow_network_mutations=reader.bool(
+            "allowNetworkMutations", default=HttpSettings.allow_network_mutations),
     )
+    if http.max_field_bytes > http.max_body_bytes:
+        raise reader.error("maxFieldBytes", f"must not exceed maxBodyBytes ({http.max_body_bytes})")
     reader.reject_unknown()
     return http

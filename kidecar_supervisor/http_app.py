@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from kidecar_supervisor.control_channel import ControlClient, ControlError
+from kidecar_supervisor.http_limits import check_fields, read_json_object
 from kidecar_supervisor.metrics import render_metrics
 
 #: /healthz must answer quickly even when the supervisor is wedged
@@ -139,14 +140,16 @@ def create_app(control: ControlClient, token: str = "") -> Flask:
 
 
 def _hot_update_params() -> tuple[dict[str, Any], str]:
-    """Form (the seed's curl) or JSON body → params; a message if unreadable."""
+    """Form (the seed's curl) or JSON body → params; a message if unreadable.
+
+    Size and depth limits are checked here (BodyRefused: 413/400), before
+    anything is sent on to the plugin.
+    """
     if request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            return {}, "request body is not a JSON object"
-        source: dict[str, Any] = body
+        source: dict[str, Any] = read_json_object(request)
     else:
         source = request.form.to_dict() or request.args.to_dict()
+    check_fields(source, current_app.config.get("KIDECAR_MAX_FIELD_BYTES", 8192))
     # every field goes to the plugin, so a typo (``sha=``) gets its 400, not silence
     params: dict[str, Any] = dict(source)
     for key, value in params.items():

@@ -3,8 +3,10 @@
 The supervisor owns the listening socket and passes it as ``fd://N``: the
 port stays bound (connections wait in the backlog) while the HTTP child is
 restarted, and the same fd can be handed to a newer kidecar on hot upgrade.
-The threaded (gthread) worker keeps ``/healthz`` answering while a long hot
-update runs.
+The worker (http_worker.GuardedThreadWorker, gunicorn's gthread underneath)
+reads request heads without a thread and serves probes on their own threads,
+so ``/healthz`` answers while a long hot update runs and whatever slow or
+half-open clients do.
 
 The HTTP child *is* the gunicorn worker: no arbiter process above it. The
 supervisor already does what the arbiter would (restart on exit, SIGTERM for a
@@ -26,6 +28,8 @@ from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.sock import create_sockets
 
 from kidecar_supervisor.config import HttpSettings
+from kidecar_supervisor.http_limits import install_limits
+from kidecar_supervisor.http_worker import ConnectionLimits, GuardedThreadWorker
 from kidecar_supervisor.structured_log import JsonFormatter
 
 
@@ -56,17 +60,47 @@ class EmbeddedGunicorn(BaseApplication):
         return self._app
 
 
+#: seconds an idle kept-alive connection stays open (it holds no thread meanwhile)
+KEEPALIVE_SECONDS = 5
+#: gunicorn's header limits; beyond them a request is answered 414/431 (JSON)
+LIMIT_REQUEST_LINE = 4094
+LIMIT_REQUEST_FIELDS = 100
+LIMIT_REQUEST_FIELD_SIZE = 8190
+#: the whole head, checked while it is read (before gunicorn's parser sees it)
+MAX_HEAD_BYTES = 32 * 1024
+
+
+def connection_limits(settings: HttpSettings) -> ConnectionLimits:
+    """The worker's connection bounds from ``http:`` (see http_worker)."""
+    return ConnectionLimits(
+        header_timeout=settings.header_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+        keepalive=KEEPALIVE_SECONDS,
+        max_connections=settings.max_connections,
+        max_request_line=LIMIT_REQUEST_LINE,
+        max_head_bytes=MAX_HEAD_BYTES,
+        max_queued=settings.max_connections,
+        max_body_bytes=settings.max_body_bytes,
+    )
+
+
 def gunicorn_options(listen_fd: int, settings: HttpSettings, log_level: str,
                      on_worker_ready: Callable[[Any], None] | None = None) -> dict[str, Any]:
     options: dict[str, Any] = {
         "bind": [f"fd://{listen_fd}"],
         "workers": 1,
-        "worker_class": "gthread",
         "threads": settings.threads,
+        # the worker bounds connections itself (eviction, 503); gunicorn must never stop
+        # accepting, or the kubelet's probe would wait in the backlog
+        "worker_connections": connection_limits(settings).most_connections(settings.threads) + 16,
         "graceful_timeout": max(1, round(settings.graceful_timeout_seconds)),
         # no arbiter watches the worker: a hung worker fails /healthz and the kubelet acts
         "timeout": 30,
-        "keepalive": 5,
+        "keepalive": KEEPALIVE_SECONDS,
+        "limit_request_line": LIMIT_REQUEST_LINE,
+        "limit_request_fields": LIMIT_REQUEST_FIELDS,
+        "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
+        "http_parser": "python",
         "control_socket_disable": True,
         "logger_class": JsonGunicornLogger,
         "loglevel": log_level,
@@ -80,14 +114,19 @@ def gunicorn_options(listen_fd: int, settings: HttpSettings, log_level: str,
 
 def serve_http(app: Flask, listen_fd: int, settings: HttpSettings, log_level: str,
                on_worker_ready: Callable[[Any], None] | None = None) -> int:
-    """Run one gunicorn worker until it is told to stop; the HTTP child's whole life."""
+    """Run one gunicorn worker until it is told to stop; the HTTP child's whole life.
+
+    The app's body limits are applied here, in the child, from the same
+    ``http:`` settings as the worker's connection limits.
+    """
+    install_limits(app, settings)
     application = EmbeddedGunicorn(app, gunicorn_options(listen_fd, settings, log_level,
                                                          on_worker_ready))
     cfg = application.cfg
     glog = cfg.logger_class(cfg)
     listeners = create_sockets(cfg, glog)
-    worker = cfg.worker_class(1, os.getppid(), listeners, application, cfg.timeout / 2.0,
-                              cfg, glog)
+    worker = GuardedThreadWorker(1, os.getppid(), listeners, application, cfg.timeout / 2.0,
+                                 cfg, glog, limits=connection_limits(settings))
     worker.pid = os.getpid()
     logging.getLogger("kidecar.http").info(
         "HTTP serving on %s with %d threads", listeners[0], settings.threads)
