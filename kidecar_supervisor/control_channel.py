@@ -3,7 +3,8 @@
 A ``multiprocessing.connection`` Listener on a Unix socket with an authkey
 (file mode 0600 in the state dir). Each request is answered by the
 supervisor's main loop, not by the thread that received it, so an answer
-proves the main loop is alive: that is what ``/healthz`` relies on.
+proves the main loop is alive: that is what ``/healthz`` relies on. The
+messages are ``protocol.ControlRequest`` / ``ControlReply`` (``protocol.Op``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from multiprocessing.connection import (
 )
 from pathlib import Path
 from typing import Any
+
+from kidecar_supervisor.protocol import DEFAULT_TIMEOUT, ControlRequest, fail
 
 log = logging.getLogger("kidecar.control")
 
@@ -75,7 +78,7 @@ class ControlServer:
     """
 
     def __init__(self, address: str, authkey: bytes,
-                 dispatch: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+                 dispatch: Callable[[ControlRequest], dict[str, Any]]) -> None:
         if os.path.exists(address):
             os.unlink(address)
         self.address = address
@@ -137,12 +140,12 @@ class ControlServer:
                 except (EOFError, OSError):
                     return
                 if not isinstance(request, dict):
-                    conn.send({"ok": False, "status": 400, "error": "malformed control request"})
+                    conn.send(fail(400, "malformed control request"))
                     continue
                 try:
-                    reply = self._dispatch(request)
+                    reply = self._dispatch(request)  # type: ignore[arg-type] # checked: a dict
                 except ControlError as exc:
-                    reply = {"ok": False, "status": 503, "error": str(exc)}
+                    reply = fail(503, str(exc))
                 conn.send(reply)
         except (OSError, EOFError):
             return
@@ -165,9 +168,11 @@ class ControlClient:
         self._authkey = authkey
         self._local = threading.local()
 
-    def request(self, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        """Send ``message`` and wait up to ``timeout`` seconds for the reply."""
-        message = dict(message, timeout=timeout)
+    def request(self, message: ControlRequest | dict[str, Any],
+                timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Send ``message`` (``protocol.request(Op.X, ...)``) and wait up to ``timeout``
+        seconds for the reply."""
+        message = {**message, "timeout": timeout}
         for attempt in (1, 2):
             conn = self._connection()
             try:

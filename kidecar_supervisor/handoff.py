@@ -6,7 +6,7 @@ on a Unix socket in a directory both containers share (default ``/dev/shm``).
 A newer instance connects and the two speak, one JSON line each:
 
     new → old   HELLO {version}
-    old → new   HELLO {version, state}      (old refuses if it is not older)
+    old → new   HELLO {version}             (old refuses if it is not older)
     new → old   GIVE
     old → new   FDS  + the listening fd (SCM_RIGHTS)
     new → old   READY                        (only once the new HTTP workers serve)
@@ -14,6 +14,11 @@ A newer instance connects and the two speak, one JSON line each:
 The old one stops accepting only on READY; if the new one dies before that, the
 connection closes and the old one simply keeps serving. Both serve one shared
 accept queue (the same socket), so no connection waiting in the backlog is lost.
+
+Only the socket is handed over, no plugin state: both containers share the
+state dir and the result store (the pod's volumes), so the newer instance's
+plugins restore what the older one applied (e.g. hot_update's version) from
+those, exactly as after a container restart.
 """
 
 from __future__ import annotations
@@ -69,11 +74,10 @@ class HandoffSettings:
 
 @dataclass
 class Takeover:
-    """What a newer instance received: the listening socket and the old one's state."""
+    """What a newer instance received: the listening socket."""
 
     listener: socket.socket
     peer_version: int
-    state: dict[str, Any]
     channel: socket.socket
 
     def send_ready(self) -> None:
@@ -112,7 +116,7 @@ def ask_older_instance(settings: HandoffSettings) -> Takeover | None:
         listener = socket.socket(fileno=fds[0])
         listener.set_inheritable(True)
         channel.settimeout(None)
-        return Takeover(listener, peer, dict(message.get("state") or {}), channel)
+        return Takeover(listener, peer, channel)
     except (OSError, ValueError) as exc:
         channel.close()
         log.warning("older instance at %s did not hand over (%s): binding normally",
@@ -126,16 +130,14 @@ def ask_older_instance(settings: HandoffSettings) -> Takeover | None:
 class HandoffServer:
     """As the serving instance: give the socket to a newer instance on request.
 
-    ``state()`` returns what the newer one should know (the applied hot update);
-    ``on_ready()`` runs when the newer one serves; both are called from this
-    server's thread and must hand work to the main loop themselves.
+    ``on_ready()`` runs when the newer one serves; it is called from this
+    server's thread and must hand work to the main loop itself.
     """
 
     def __init__(self, settings: HandoffSettings, listener: socket.socket,
-                 state: Callable[[], dict[str, Any]], on_ready: Callable[[int], None]) -> None:
+                 on_ready: Callable[[int], None]) -> None:
         self.settings = settings
         self._listener_fd = listener.fileno()
-        self._state = state
         self._on_ready = on_ready
         self._busy = threading.Lock()
         settings.directory.mkdir(parents=True, exist_ok=True)
@@ -193,7 +195,7 @@ class HandoffServer:
         give, _ = _recv(channel)
         if give.get("op") != "GIVE":
             raise ValueError(f"expected GIVE, got {give.get('op')!r}")
-        socket.send_fds(channel, [_encode({"op": "FDS", "state": self._state()})],
+        socket.send_fds(channel, [_encode({"op": "FDS"})],
                         [self._listener_fd])
         log.info("hot upgrade: gave the listening socket to version %d; serving until it is "
                  "ready", peer)

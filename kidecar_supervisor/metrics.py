@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-STATES = ("Pending", "Starting", "Running", "Backoff", "Stopping", "Stopped", "Completed",
-          "Failed")
+from kidecar_supervisor.states import ChildState
+
+STATES = tuple(state.value for state in ChildState)
 
 
 class _SnapshotCollector:
@@ -33,7 +34,7 @@ class _SnapshotCollector:
             name = row["name"]
             for value in STATES:
                 state.add_metric([name, value], 1.0 if row["state"] == value else 0.0)
-            up.add_metric([name], 1.0 if row["state"] == "Running" else 0.0)
+            up.add_metric([name], 1.0 if row["state"] == ChildState.RUNNING else 0.0)
             restarts.add_metric([name], float(row.get("restarts", 0)))
             uptime.add_metric([name], float(row.get("uptime") or 0.0))
         yield from (state, up, restarts, uptime)

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from kidecar_supervisor import protocol
 from kidecar_supervisor.plugin_api import Plugin, PluginCallError, PluginContext, PodIdentity
 from kidecar_supervisor.storage.proxy import RemoteStore
 from kidecar_supervisor.structured_log import set_role
@@ -43,20 +44,19 @@ class PluginRuntime:
         self.log = logging.getLogger(f"kidecar.plugin.{name}")
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[threading.Event, list[Any]]] = {}
+        self._pending: dict[int, tuple[threading.Event, list[protocol.Reply]]] = {}
         self._pending_lock = threading.Lock()
         self._active_calls = 0
         self._calls_done = threading.Condition()
         self.ctx = PluginContext(
             name=name, config=config, state_dir=state_dir, identity=identity, logger=self.log,
             _store_factory=lambda cfg: RemoteStore(self.call, cfg),
-            _ready_cb=lambda ready: self.send({"t": "ready", "ready": bool(ready)}),
-            _metrics_cb=lambda n, v, labels: self.send(
-                {"t": "gauge", "name": n, "value": float(v), "labels": labels}),
+            _ready_cb=lambda ready: self.send(protocol.ready(ready)),
+            _metrics_cb=lambda n, v, labels: self.send(protocol.gauge(n, v, labels)),
         )
 
     # -- pipe ------------------------------------------------------------------
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: protocol.PipeMessage) -> None:
         with self._send_lock:
             try:
                 self.conn.send(message)
@@ -68,11 +68,10 @@ class PluginRuntime:
         """Call a method of another child (e.g. the storage service) and wait."""
         call_id = next(self._ids)
         done = threading.Event()
-        slot: list[Any] = []
+        slot: list[protocol.Reply] = []
         with self._pending_lock:
             self._pending[call_id] = (done, slot)
-        self.send({"t": "call", "id": call_id, "target": target, "method": method,
-                   "params": params})
+        self.send(protocol.call(call_id, method, params, target=target))
         if not done.wait(timeout):
             with self._pending_lock:
                 self._pending.pop(call_id, None)
@@ -87,40 +86,39 @@ class PluginRuntime:
     def _reader(self) -> None:
         while True:
             try:
-                message = self.conn.recv()
+                message: protocol.PipeMessage = self.conn.recv()
             except (EOFError, OSError):
                 self.log.warning("supervisor pipe closed; stopping")
                 self.request_stop()
                 return
-            kind = message.get("t")
-            if kind == "reply":
+            if message["t"] == "reply":
                 with self._pending_lock:
-                    waiter = self._pending.pop(message.get("id"), None)
+                    waiter = self._pending.pop(message["id"], None)
                 if waiter is not None:
                     waiter[1].append(message)
                     waiter[0].set()
-            elif kind == "call":
+            elif message["t"] == "call":
                 try:
                     threading.Thread(target=self._serve_call, args=(message,),
-                                     name=f"call-{message.get('method')}", daemon=True).start()
+                                     name=f"call-{message['method']}", daemon=True).start()
                 except RuntimeError as exc:  # no thread to be had: answer, keep reading
-                    self.send({"t": "reply", "id": message.get("id"), "ok": False,
-                               "error": {"status": 503, "error": f"plugin overloaded: {exc}"}})
-            elif kind == "stop":
-                self.request_stop()
+                    self.send(protocol.reply_error(message["id"], 503,
+                                                   f"plugin overloaded: {exc}"))
+            elif message["t"] == "stop":
+                self.request_stop(message.get("grace"))
 
-    def _serve_call(self, message: dict[str, Any]) -> None:
+    def _serve_call(self, message: protocol.Call) -> None:
         with self._calls_done:
             self._active_calls += 1
-        reply: dict[str, Any] = {"t": "reply", "id": message.get("id")}
+        call_id = message["id"]
         try:
-            reply["result"] = self.plugin.handle(message["method"], message.get("params") or {})
-            reply["ok"] = True
+            reply = protocol.reply_ok(call_id, self.plugin.handle(message["method"],
+                                                                  message.get("params") or {}))
         except PluginCallError as exc:
-            reply.update(ok=False, error=exc.to_dict())
+            reply = protocol.reply_error(call_id, exc.status, exc.message, **exc.fields)
         except Exception as exc:  # noqa: BLE001 - report, never crash the plugin
-            self.log.exception("call %s failed", message.get("method"))
-            reply.update(ok=False, error={"status": 500, "error": f"{type(exc).__name__}: {exc}"})
+            self.log.exception("call %s failed", message["method"])
+            reply = protocol.reply_error(call_id, 500, f"{type(exc).__name__}: {exc}")
         finally:
             with self._calls_done:
                 self._active_calls -= 1
@@ -133,10 +131,14 @@ class PluginRuntime:
                 infos = self.plugin.status()
             except Exception as exc:  # noqa: BLE001 - a status bug is reported, not fatal
                 infos = {"statusError": f"{type(exc).__name__}: {exc}"}
-            self.send({"t": "hb", "status": infos, "version": self.plugin.version})
+            self.send(protocol.heartbeat(infos, self.plugin.version))
 
     # -- lifecycle -------------------------------------------------------------
-    def request_stop(self) -> None:
+    def request_stop(self, grace: float | None = None) -> None:
+        """Stop soon; in-flight calls get ``grace`` seconds at most (the supervisor's
+        shutdown deadline), else this plugin's own stop grace."""
+        if grace is not None:
+            self.stop_grace = min(self.stop_grace, grace)
         if self.ctx.stop_requested.is_set():
             return
         self.ctx.stop_requested.set()
@@ -155,17 +157,17 @@ class PluginRuntime:
         except Exception as exc:  # noqa: BLE001 - any init failure is a start failure
             message = str(exc) or type(exc).__name__
             self.log.error("plugin failed to start: %s", message)
-            self.send({"t": "error", "error": f"init failed: {message}"})
+            self.send(protocol.error_report(f"init failed: {message}"))
             return EXIT_INIT_FAILED
-        self.send({"t": "started", "version": self.plugin.version})
+        self.send(protocol.started(self.plugin.version))
         if self.plugin.ready_on_start:
-            self.send({"t": "ready", "ready": True})
+            self.send(protocol.ready(True))
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         try:
             self.plugin.run()
         except Exception as exc:  # noqa: BLE001
             self.log.error("plugin crashed: %s\n%s", exc, traceback.format_exc())
-            self.send({"t": "error", "error": f"{type(exc).__name__}: {exc}"})
+            self.send(protocol.error_report(f"{type(exc).__name__}: {exc}"))
             return 1
         self._wait_for_calls()
         return 0

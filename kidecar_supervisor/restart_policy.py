@@ -13,14 +13,16 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from kidecar_supervisor.config import RestartSettings
+from kidecar_supervisor.exit_status import describe_exit
+from kidecar_supervisor.states import ChildState
 
 
 @dataclass(frozen=True)
 class ExitDecision:
     restart: bool
     delay: float = 0.0
-    #: final state when not restarting: "Completed", "Stopped" or "Failed"
-    final_state: str = ""
+    #: final state when not restarting: COMPLETED or FAILED (None while restarting)
+    final_state: ChildState | None = None
     reason: str = ""
 
 
@@ -38,10 +40,10 @@ class RestartTracker:
         failed = exit_code != 0
         policy = self.settings.policy
         if policy == "Never":
-            return ExitDecision(False, final_state="Failed" if failed else "Completed",
-                                reason=f"restartPolicy Never, {_describe(exit_code)}")
+            return ExitDecision(False, final_state=ChildState.FAILED if failed else ChildState.COMPLETED,
+                                reason=f"restartPolicy Never, {describe_exit(exit_code)}")
         if policy == "OnFailure" and not failed:
-            return ExitDecision(False, final_state="Completed",
+            return ExitDecision(False, final_state=ChildState.COMPLETED,
                                 reason="restartPolicy OnFailure, exited 0")
         if ran_for >= self.settings.backoff_reset_seconds:
             self.consecutive_failures = 0
@@ -49,14 +51,14 @@ class RestartTracker:
             self.restart_times.popleft()
         if len(self.restart_times) >= self.settings.max_restarts:
             return ExitDecision(
-                False, final_state="Failed",
+                False, final_state=ChildState.FAILED,
                 reason=(f"crash loop: {len(self.restart_times)} restarts within "
-                        f"{self.settings.restart_window_seconds:g}s, {_describe(exit_code)}"),
+                        f"{self.settings.restart_window_seconds:g}s, {describe_exit(exit_code)}"),
             )
         delay = self._next_delay()
         self.consecutive_failures += 1
         self.restart_times.append(now + delay)
-        return ExitDecision(True, delay=delay, reason=_describe(exit_code))
+        return ExitDecision(True, delay=delay, reason=describe_exit(exit_code))
 
     def _next_delay(self) -> float:
         if self.consecutive_failures == 0:
@@ -69,10 +71,3 @@ class RestartTracker:
         self.consecutive_failures = 0
         self.restart_times.clear()
 
-
-def _describe(exit_code: int | None) -> str:
-    if exit_code is None:
-        return "killed by a signal"
-    if exit_code < 0:
-        return f"killed by signal {-exit_code}"
-    return f"exited with code {exit_code}"

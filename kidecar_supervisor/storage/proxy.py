@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kidecar_supervisor.protocol import STORAGE, STORE_METHOD, store_params
 from kidecar_supervisor.storage.base import MarkerUpdate, ResultRecord, ResultStore, StorageConfig
 
 #: a write may wait for API retries (or journal) inside the storage process
@@ -23,7 +24,7 @@ class RemoteStore(ResultStore):
         self.cfg = cfg
 
     def _op(self, op: str, timeout: float, *args: Any) -> Any:
-        return self._call("storage", "store", {"cfg": self.cfg, "op": op, "args": args},
+        return self._call(STORAGE, STORE_METHOD, store_params(self.cfg, op, *args),
                           timeout=timeout)
 
     def record_result(self, record: ResultRecord) -> str:

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from kidecar_supervisor.plugin_api import Plugin, PluginCallError, PluginContext, PodIdentity
+from kidecar_supervisor.protocol import STORAGE, STORE_METHOD, STORE_OPS
 from kidecar_supervisor.storage.base import ResultStore, StorageConfig
 
 #: how long a stopping storage process waits for writes in progress
 _DRAIN_SECONDS = 8.0
-_OPS = ("record_result", "latest_for_pod", "latest_for_workload", "apply_markers", "emit_event")
 
 
 def open_store(cfg: StorageConfig, identity: PodIdentity, state_dir: Path) -> ResultStore:
@@ -32,7 +32,7 @@ def open_store(cfg: StorageConfig, identity: PodIdentity, state_dir: Path) -> Re
 
 
 class StorageService(Plugin):
-    name = "storage"
+    name = STORAGE
     internal = True
 
     def init(self, ctx: PluginContext) -> None:
@@ -66,11 +66,11 @@ class StorageService(Plugin):
         return {"stores": sorted({cfg.type for cfg in self._stores})}
 
     def handle(self, method: str, params: dict[str, Any]) -> Any:
-        if method != "store":
+        if method != STORE_METHOD:
             return super().handle(method, params)
         op = params.get("op")
         cfg = params.get("cfg")
-        if op not in _OPS or not isinstance(cfg, StorageConfig):
+        if op not in STORE_OPS or not isinstance(cfg, StorageConfig):
             raise PluginCallError(400, f"bad storage call {op!r}")
         with self._idle:
             self._in_flight += 1

@@ -181,8 +181,9 @@ def test_in_flight_hot_update_completes_across_the_handoff(tmp_path: Path, game:
                                   timeout=30)
             assert again.status_code == 200 and again.json()["status"] == "unchanged"
             assert upstream.count("/slow/game.cfg") == hits
-            assert "took the listening socket from version 1 (its hot update: v7)" in v2.log() \
-                or "its hot update" in v2.log()
+            # it learnt v7 from the shared files and result store: no plugin state
+            # travels with the socket (issue 9)
+            assert "took the listening socket from version 1" in v2.log()
         finally:
             for sidecar in (v2, v1):
                 if sidecar is not None:

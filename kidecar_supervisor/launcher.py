@@ -1,0 +1,215 @@
+"""The real ``ChildOps``: fork and exec children, signal them, and move bytes on
+their pipes without ever blocking the main loop.
+
+Forked children (plugins, storage, HTTP) get a duplex pipe; the supervisor's
+end is non-blocking and registered in the loop's selector. Reads are framed by
+``PipeFrames`` (never wait for half a message) and bounded per wake-up, so one
+chatty child cannot starve the others or the control requests. Binaries are
+exec'd with stdout+stderr in one non-blocking pipe, read one bounded chunk per
+wake-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import selectors
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Protocol
+
+from kidecar_supervisor import children
+from kidecar_supervisor.child import Child, Process
+from kidecar_supervisor.pipe_frames import PipeFrameError
+from kidecar_supervisor.plugin_api import Plugin, PodIdentity
+from kidecar_supervisor.protocol import PipeMessage
+from kidecar_supervisor.states import ChildKind
+from kidecar_supervisor.storage.service import StorageService
+
+log = logging.getLogger("kidecar.launcher")
+
+#: bytes read from one child's pipe per wake-up of the main loop
+PIPE_READ_BUDGET = 256 * 1024
+#: bytes read from one binary's output per wake-up of the main loop
+OUTPUT_READ_CHUNK = 64 * 1024
+
+
+@dataclass
+class PipeRead:
+    messages: list[PipeMessage] = field(default_factory=list)
+    #: the child closed its end (it exited, or is about to)
+    eof: bool = False
+    #: the bytes are not messages: the child is broken
+    garbled: str = ""
+
+
+class ChildEvents(Protocol):
+    """What the supervisor hears about its children (it passes it to the router)."""
+
+    def child_running(self, child: Child) -> None: ...
+
+    def child_settled(self, child: Child, reason: str) -> None: ...
+
+    def pipe_closed(self, child: Child) -> None: ...
+
+
+class Launcher:
+    """Side effects of the children, for ``Child`` (ChildOps) and the supervisor."""
+
+    def __init__(self, selector: selectors.BaseSelector, state_dir: Path,
+                 identity: PodIdentity, http_body: Callable[[], int],
+                 keep_fds: Callable[[], set[int]], events: ChildEvents) -> None:
+        self.selector = selector
+        self.state_dir = state_dir
+        self.identity = identity
+        self._http_body = http_body
+        self._keep_fds = keep_fds
+        self._events = events
+
+    # -- ChildOps ----------------------------------------------------------------------
+    def clock(self) -> float:
+        return time.monotonic()
+
+    def fork(self, child: Child) -> Process:
+        parent_end, child_end = Pipe(duplex=True)
+        keep = {child_end.fileno()}
+        if child.kind == ChildKind.HTTP:
+            keep |= self._keep_fds()
+        try:
+            pid = children.fork_child(lambda: self._child_body(child, child_end), keep)
+        except OSError:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        # reads are framed by us (never block on half a message); sends are checked first
+        os.set_blocking(parent_end.fileno(), False)
+        self.selector.register(parent_end, selectors.EVENT_READ, ("pipe", child))
+        return Process(pid=pid, conn=parent_end)
+
+    def _child_body(self, child: Child, conn: Connection) -> int:
+        """Runs in the forked child: becomes the plugin, the HTTP server or storage."""
+        from kidecar_supervisor.structured_log import set_role
+
+        set_role(child.name)
+        if child.kind == ChildKind.HTTP:
+            return self._http_body()
+        from kidecar_supervisor.plugin_runtime import run_plugin_process
+
+        plugin_class: type[Plugin]
+        config: object
+        if child.kind == ChildKind.STORAGE:
+            plugin_class, config = StorageService, None
+        else:
+            assert child.spec is not None
+            plugin_class, config = child.spec.plugin_class, child.spec.config
+        interval = min(2.0, child.restart.heartbeat_timeout_seconds / 4)
+        return run_plugin_process(plugin_class, child.name, config, conn, self.state_dir,
+                                  self.identity, interval, child.restart.stop_grace_seconds)
+
+    def spawn(self, child: Child) -> Process:
+        assert child.spec is not None
+        cfg = child.spec.config
+        popen = children.spawn_program(cfg.argv(), cfg.environment(), cfg.working_dir)
+        assert popen.stdout is not None
+        fd = popen.stdout.fileno()
+        os.set_blocking(fd, False)
+        self.selector.register(fd, selectors.EVENT_READ, ("output", child))
+        return Process(pid=popen.pid, output_fd=fd, popen=popen)
+
+    def signal_group(self, pid: int, sig: int) -> None:
+        children.signal_group(pid, sig)
+
+    def send(self, child: Child, message: PipeMessage) -> bool:
+        """Send without ever blocking the main loop; False if the child is not listening.
+
+        A child's reader thread drains its pipe at once, so a pipe too full to take
+        a message means that thread is stuck: the child is killed as hung.
+        """
+        conn = child.conn
+        if conn is None:
+            return False
+        try:
+            _, writable, _ = select.select([], [conn.fileno()], [], 0)
+            if not writable:
+                child.kill_hung("not reading its pipe")
+                return False
+            conn.send(message)
+            return True
+        except (OSError, ValueError):
+            self.close_pipe(child)
+            return False
+
+    def running(self, child: Child) -> None:
+        self._events.child_running(child)
+
+    def settled(self, child: Child, reason: str) -> None:
+        self._events.child_settled(child, reason)
+
+    # -- the pipe --------------------------------------------------------------------------
+    def read_pipe(self, child: Child, budget: int = PIPE_READ_BUDGET) -> PipeRead:
+        """Whole messages the child wrote, at most ``budget`` bytes' worth this time."""
+        result = PipeRead()
+        conn = child.conn
+        if conn is None:
+            return result
+        taken = 0
+        while taken < budget:
+            try:
+                data = os.read(conn.fileno(), 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                result.eof = True
+                break
+            taken += len(data)
+            child.inbox.feed(data)
+        try:
+            result.messages.extend(child.inbox.messages())
+        except PipeFrameError as exc:
+            result.garbled = str(exc)
+        return result
+
+    def close_pipe(self, child: Child) -> None:
+        """Unregister and close the pipe; calls in flight to it are failed."""
+        if child.conn is None:
+            return
+        try:
+            self.selector.unregister(child.conn)
+        except (KeyError, ValueError):
+            pass
+        child.conn.close()
+        child.conn = None
+        self._events.pipe_closed(child)
+
+    # -- a binary's output -----------------------------------------------------------------
+    def read_output(self, child: Child) -> bytes | None:
+        """One bounded chunk of the program's output: b"" at its end, None if it
+        wrote nothing new."""
+        if child.output_fd < 0:
+            return b""
+        try:
+            return os.read(child.output_fd, OUTPUT_READ_CHUNK)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
+    def close_output(self, child: Child) -> None:
+        if child.output_fd < 0:
+            return
+        try:
+            self.selector.unregister(child.output_fd)
+        except (KeyError, ValueError):
+            pass
+        if child.popen is not None and child.popen.stdout is not None:
+            child.popen.stdout.close()
+        child.output_fd = -1
+
