@@ -156,7 +156,8 @@ class Child:
         try:
             process = self.ops.spawn(self) if self.kind == ChildKind.BINARY else self.ops.fork(self)
         except OSError as exc:
-            self.last_error = f"cannot start: {exc}"
+            # kept as this run's own error: "exit code 127" alone would hide why
+            self.run_error = self.last_error = f"cannot start: {exc}"
             log.error("%s cannot start: %s", self.name, exc, extra={"plugin": self.name})
             self._after_exit(EXIT_CANNOT_START, 0.0, may_restart=True)
             return
