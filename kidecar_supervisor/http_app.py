@@ -7,19 +7,24 @@ time without losing anything.
 
 from __future__ import annotations
 
-import hmac
 import html
 import json
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from kidecar_supervisor.config import HttpSettings
 from kidecar_supervisor.control_channel import ControlClient, ControlError
-from kidecar_supervisor.http_limits import check_fields, read_json_object
+from kidecar_supervisor.http_access import AccessPolicy, install_access, set_access
+from kidecar_supervisor.http_limits import (
+    check_fields,
+    install_limits,
+    read_json_object,
+    set_limits,
+)
 from kidecar_supervisor.metrics import render_metrics
 
 #: /healthz must answer quickly even when the supervisor is wedged
@@ -43,9 +48,15 @@ def error(status: int, message: str, **fields: Any) -> tuple[Response, int]:
     return jsonify({"error": message, **fields}), status
 
 
-def create_app(control: ControlClient, token: str = "") -> Flask:
+def create_app(control: ControlClient, token: str = "",
+               settings: HttpSettings | None = None) -> Flask:
+    """The API; ``settings`` (or ``apply_http_settings`` later) set its limits and access."""
     app = Flask("kidecar")
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config["KIDECAR_TOKEN"] = token
+    install_access(app)  # first: a refused client learns nothing else
+    install_limits(app)
+    apply_http_settings(app, settings or HttpSettings())
 
     def ask(message: dict[str, Any], timeout: float = STATUS_TIMEOUT) -> tuple[Response, int]:
         try:
@@ -56,19 +67,6 @@ def create_app(control: ControlClient, token: str = "") -> Flask:
             return jsonify(reply.get("result")), 200
         extra = {k: v for k, v in reply.items() if k not in ("ok", "status", "error")}
         return error(int(reply.get("status", 500)), str(reply.get("error", "failed")), **extra)
-
-    def authorized(view: Callable[..., Any]) -> Callable[..., Any]:
-        def check(*args: Any, **kwargs: Any) -> Any:
-            if token:
-                header = request.headers.get("Authorization", "")
-                if not header.startswith("Bearer "):
-                    return error(401, "missing bearer token (Authorization: Bearer <token>)")
-                if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
-                    return error(403, "invalid bearer token")
-            return view(*args, **kwargs)
-
-        check.__name__ = view.__name__
-        return check
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -86,15 +84,14 @@ def create_app(control: ControlClient, token: str = "") -> Flask:
     def plugin(name: str) -> Any:
         return ask({"op": "plugin", "name": name})
 
+    # every non-GET route is mutating: http_access decides who may call it
     @app.post("/plugins/<name>/<action>")
-    @authorized
     def plugin_action(name: str, action: str) -> Any:
         if action not in ("restart", "stop", "start"):
             return error(404, f"unknown action {action!r}; use restart, stop or start")
         return ask({"op": action, "name": name}, timeout=30.0)
 
     @app.post("/hot-update")
-    @authorized
     def hot_update() -> Any:
         params, problem = _hot_update_params()
         if problem:
@@ -137,6 +134,12 @@ def create_app(control: ControlClient, token: str = "") -> Flask:
         return error(500, f"internal error: {type(exc).__name__}")
 
     return app
+
+
+def apply_http_settings(app: Flask, settings: HttpSettings) -> None:
+    """``http:``'s limits and access rule for ``app`` (the HTTP child applies its own)."""
+    set_limits(app, settings)
+    set_access(app, AccessPolicy.from_settings(settings, app.config["KIDECAR_TOKEN"]))
 
 
 def _hot_update_params() -> tuple[dict[str, Any], str]:

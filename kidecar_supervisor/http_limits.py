@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from flask import Flask, Request, Response, jsonify, request
+from flask import Flask, Request, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from kidecar_supervisor.config import HttpSettings
@@ -57,8 +57,8 @@ def json_depth(data: bytes) -> int:
     return deepest
 
 
-def install_limits(app: Flask, settings: HttpSettings) -> None:
-    """Apply ``settings``' body limits to every request of ``app``."""
+def set_limits(app: Flask, settings: HttpSettings) -> None:
+    """Make ``settings``' body limits those of ``app`` (read per request)."""
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # urlencoded forms are checked whole against this, multipart per field;
     # the per-field limit is ours (check_fields), so this is the body limit
@@ -66,17 +66,22 @@ def install_limits(app: Flask, settings: HttpSettings) -> None:
     app.config["MAX_FORM_PARTS"] = MAX_FORM_PARTS
     app.config["KIDECAR_MAX_FIELD_BYTES"] = settings.max_field_bytes
 
+
+def install_limits(app: Flask) -> None:
+    """Refuse bodies over ``MAX_CONTENT_LENGTH`` (413) and answer limit errors in JSON."""
+    app.config.setdefault("MAX_CONTENT_LENGTH", HttpSettings.max_body_bytes)
+
     @app.before_request
     def refuse_large_body() -> Any:
         # checked before the view runs, so a view that never reads its body answers 413 too
-        length = request.content_length
-        if length is not None and length > settings.max_body_bytes:
-            return _too_large(length, settings.max_body_bytes)
+        length, limit = request.content_length, current_app.config["MAX_CONTENT_LENGTH"]
+        if length is not None and length > limit:
+            return _too_large(length, limit)
         return None
 
     @app.errorhandler(RequestEntityTooLarge)
     def body_too_large(exc: RequestEntityTooLarge) -> Any:
-        return _too_large(request.content_length, settings.max_body_bytes)
+        return _too_large(request.content_length, current_app.config["MAX_CONTENT_LENGTH"])
 
     @app.errorhandler(BodyRefused)
     def body_refused(exc: BodyRefused) -> Any:

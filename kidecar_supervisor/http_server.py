@@ -28,7 +28,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.sock import create_sockets
 
 from kidecar_supervisor.config import HttpSettings
-from kidecar_supervisor.http_limits import install_limits
+from kidecar_supervisor.http_app import apply_http_settings
 from kidecar_supervisor.http_worker import ConnectionLimits, GuardedThreadWorker
 from kidecar_supervisor.structured_log import JsonFormatter
 
@@ -116,10 +116,10 @@ def serve_http(app: Flask, listen_fd: int, settings: HttpSettings, log_level: st
                on_worker_ready: Callable[[Any], None] | None = None) -> int:
     """Run one gunicorn worker until it is told to stop; the HTTP child's whole life.
 
-    The app's body limits are applied here, in the child, from the same
-    ``http:`` settings as the worker's connection limits.
+    The app's body limits and access rule are applied here, in the child,
+    from the same ``http:`` settings as the worker's connection limits.
     """
-    install_limits(app, settings)
+    apply_http_settings(app, settings)
     application = EmbeddedGunicorn(app, gunicorn_options(listen_fd, settings, log_level,
                                                          on_worker_ready))
     cfg = application.cfg

@@ -246,7 +246,9 @@ def test_healthz_answers_fast_while_another_request_is_busy(running, tmp_path: P
 
 def test_json_errors_and_token_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KIDECAR_TOKEN", "s3cret")
-    sidecar = start_sidecar({"plugins": [{"name": "test_sleeper"}]}, tmp_path)
+    # loopback needs the token too only when told so (issue 15: the seeds' curl keeps working)
+    sidecar = start_sidecar({"http": {"allowLoopbackWithoutToken": False},
+                             "plugins": [{"name": "test_sleeper"}]}, tmp_path)
     try:
         assert sidecar.get("/plugins/nope").status_code == 404
         assert sidecar.get("/plugins/nope").json()["error"] == "unknown plugin 'nope'"

@@ -134,10 +134,13 @@ def write_config(config: dict[str, Any] | str | Path, tmp_path: Path) -> Path:
 def start_sidecar(config: dict[str, Any] | str | Path, tmp_path: Path,
                   env: dict[str, str] | None = None, wait_ready: bool = False,
                   timeout: float = 20.0, port: int | None = None,
-                  limits: PodLimits | None = None) -> Sidecar:
+                  limits: PodLimits | None = None, host: str = "127.0.0.1",
+                  prefix: list[str] | None = None, reach: str | None = None) -> Sidecar:
     """Start ``kidecar run`` on a free port and wait until /healthz answers 200.
 
     With ``limits`` the whole sidecar tree runs inside that cgroup (pod limits).
+    ``host`` is the bind address, ``prefix`` runs the command under a wrapper
+    (``ip netns exec NAME``) and ``reach`` is the address the test calls it on.
     """
     config_path = write_config(config, tmp_path)
     port = port or free_port()
@@ -148,12 +151,14 @@ def start_sidecar(config: dict[str, Any] | str | Path, tmp_path: Path,
     full_env.setdefault("PYTHONPATH", str(REPO))
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
-            [*KIDECAR, "run", "--config", str(config_path), "--port", str(port),
-             "--host", "127.0.0.1", "--state-dir", str(state_dir)],
+            [*(prefix or []), *KIDECAR, "run", "--config", str(config_path), "--port",
+             str(port), "--host", host, "--state-dir", str(state_dir)],
             stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO),
             preexec_fn=limits.preexec if limits is not None else None,
         )
     sidecar = Sidecar(proc, port, state_dir, log_path)
+    if reach is not None:
+        sidecar.url = f"http://{reach}:{port}"
     path = "/readyz" if wait_ready else "/healthz"
     sidecar.wait_for(lambda: sidecar.get(path, timeout=2).status_code == 200, timeout,
                      what=f"{path} 200")
