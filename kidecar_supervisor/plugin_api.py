@@ -25,6 +25,8 @@ from kidecar_supervisor.config_reader import ConfigError, ConfigReader, join_pat
 from kidecar_supervisor.pod_identity import PodIdentity
 from kidecar_supervisor.storage.base import (
     JOURNALED,
+    PARTIAL,
+    RESULT_PARTS,
     WRITTEN,
     MarkerPolicy,
     MarkerUpdate,
@@ -32,12 +34,15 @@ from kidecar_supervisor.storage.base import (
     ResultStore,
     StorageConfig,
     TargetRef,
+    recorded_parts,
 )
 
 # Plugins import these names from here, never from the modules that define them:
 # the core may move its modules around, this list is the contract.
 __all__ = [
     "JOURNALED",
+    "PARTIAL",
+    "RESULT_PARTS",
     "WRITTEN",
     "ConfigError",
     "ConfigReader",
@@ -53,6 +58,7 @@ __all__ = [
     "StorageConfig",
     "TargetRef",
     "join_path",
+    "recorded_parts",
     "storage_configs",
 ]
 

@@ -9,6 +9,7 @@ once; plugins hold a proxy with this same interface.
 from __future__ import annotations
 
 import abc
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,6 +154,35 @@ class MarkerUpdate:
 #: what a write did: written now, or journaled on disk to be written later
 WRITTEN = "written"
 JOURNALED = "journaled"
+#: some parts of a result were refused for good, others recorded (``partial_outcome``)
+PARTIAL = "partial"
+REFUSED = "refused"
+#: the parts of a result each backend writes, by the names callers show
+RESULT_PARTS = {"InKube": ("pod", "store", "event"), "Local": ("store",)}
+
+
+def partial_outcome(parts: dict[str, str]) -> str:
+    """``record_result``'s answer when a part was refused for good but others were recorded.
+
+    ``parts`` maps each part (``pod``: the annotation, ``store``: the result
+    ConfigMap, ``event``) to WRITTEN, JOURNALED or ``refused: <why>``. Plain
+    text, so it crosses the storage process's pipe like WRITTEN does.
+    """
+    return f"{PARTIAL} {json.dumps(parts, sort_keys=True)}"
+
+
+def recorded_parts(outcome: str, store_type: str) -> dict[str, bool]:
+    """Which parts of a result are recorded (written, or journaled to be written) after
+    ``record_result`` answered ``outcome``; anything else (an error text) is none."""
+    names = RESULT_PARTS.get(store_type, ("store",))
+    if outcome.startswith(PARTIAL + " "):
+        try:
+            parts = json.loads(outcome[len(PARTIAL) + 1:])
+        except ValueError:
+            parts = {}
+        return {name: str(parts.get(name, "")) in (WRITTEN, JOURNALED) for name in names}
+    recorded = outcome in (WRITTEN, JOURNALED)
+    return dict.fromkeys(names, recorded)
 
 
 class ResultStore(abc.ABC):
@@ -160,7 +190,8 @@ class ResultStore(abc.ABC):
 
     @abc.abstractmethod
     def record_result(self, record: ResultRecord) -> str:
-        """Durably record ``record`` for this pod and its workload; WRITTEN or JOURNALED."""
+        """Durably record ``record`` for this pod and its workload; WRITTEN or JOURNALED,
+        or a ``partial_outcome`` when some part was refused for good (raises if all were)."""
 
     @abc.abstractmethod
     def latest_for_pod(self, plugin: str) -> ResultRecord | None:

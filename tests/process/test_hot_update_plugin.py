@@ -189,8 +189,9 @@ def test_signal_update_reloads_the_game(run: PluginRun, upstream: UpstreamServer
     report = game.wait_for(lambda r: r["hups"] == 1)
     assert report["content"] == NEW.decode()
     assert (file_dir / "index.html").read_bytes() == NEW
-    assert sorted(p.name for p in file_dir.iterdir()) == [".kidecar-hot-update.json",
-                                                           "index.html"]
+    # kidecar's own files (the version marker, the history) live in the state dir
+    assert sorted(p.name for p in file_dir.iterdir()) == ["index.html"]
+    assert (run.ctx.state_dir / "hot-update-applied.marker").exists()
     record = run.results()[0]
     assert (record.version, record.url, record.success, record.sha256) == ("v2", url, True, sha)
     snap = run.status()

@@ -6,10 +6,10 @@ directory is fsynced so the rename survives a crash. Until the reload has
 succeeded the previous file is kept as a hidden hard link, so a failed reload
 can put it back: a failed update leaves the previous file as it was.
 
-A small hidden manifest (``.kidecar-hot-update.json``) records which version
-and URL the file in place came from, with its size and mtime, so a restarted
-sidecar can tell "already applied" from "must download again" without
-hashing the file.
+Which version the file in place is lives in the state dir (``version_marker``),
+not here: fileDir is the game's directory. The temp file and the backup link
+must stay in fileDir, because a rename and a hard link work only within one
+filesystem; both are hidden and short-lived, and a restart removes leftovers.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from kidecar_supervisor.plugin_kit.durable_files import (
-    atomic_write_json,
     fsync_dir,
     remove_quietly,
 )
@@ -34,19 +33,8 @@ from workers.hot_update.download import TEMP_PREFIX
 log = logging.getLogger("kidecar.hot_update.install")
 
 BACKUP_PREFIX = ".kidecar-prev-"
-MANIFEST_NAME = ".kidecar-hot-update.json"
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What the file in place is: written only after a successful update."""
-
-    version: str
-    url: str
-    file_name: str
-    size: int
-    mtime_ns: int
-    sha256: str = ""
+#: where kidecar 0.1 kept its manifest (in fileDir, against DESIGN §5); read once, removed
+LEGACY_MANIFEST_NAME = ".kidecar-hot-update.json"
 
 
 class DirectoryBusy(Exception):
@@ -139,33 +127,25 @@ class FileSlot:
         self.sync_dir()
         return Installed(self, target, backup if had_previous else None)
 
-    def read_manifest(self) -> Manifest | None:
+    def take_legacy_manifest(self) -> dict[str, Any] | None:
+        """Read and remove the manifest older kidecars kept in fileDir (None if none).
+
+        kidecar's own files belong in the state dir (DESIGN §5); the caller moves
+        the content into the version marker.
+        """
+        path = self.dir / LEGACY_MANIFEST_NAME
         try:
-            data = json.loads((self.dir / MANIFEST_NAME).read_text())
-            return Manifest(**data)
+            data = json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError) as exc:
-            log.warning("ignoring an unreadable %s: %s", MANIFEST_NAME, exc)
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring an unreadable %s: %s", path, exc)
+            data = None
+        remove_quietly(path)
+        fields = ("version", "url", "file_name", "size", "mtime_ns", "sha256")
+        if not isinstance(data, dict) or not all(k in data for k in fields[:5]):
             return None
-
-    def write_manifest(self, version: str, url: str, file_name: str, sha256: str) -> Manifest:
-        info = os.stat(self.target(file_name))
-        manifest = Manifest(version=version, url=url, file_name=file_name, size=info.st_size,
-                            mtime_ns=info.st_mtime_ns, sha256=sha256)
-        atomic_write_json(self.dir / MANIFEST_NAME, asdict(manifest),
-                          temp_path=self.dir / (TEMP_PREFIX + "manifest"))
-        return manifest
-
-    def in_place(self, manifest: Manifest | None, version: str, url: str) -> bool:
-        """True when the manifest says ``version`` from ``url`` is the file in place, unchanged."""
-        if manifest is None or manifest.version != version or manifest.url != url:
-            return False
-        try:
-            info = os.stat(self.target(manifest.file_name))
-        except OSError:
-            return False
-        return info.st_size == manifest.size and info.st_mtime_ns == manifest.mtime_ns
+        return {k: data.get(k, "") for k in fields}
 
     def sync_dir(self) -> None:
         fsync_dir(self.dir)

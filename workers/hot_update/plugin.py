@@ -51,12 +51,22 @@ from workers.hot_update.config import HotUpdateConfig
 from workers.hot_update.download import Downloaded, DownloadError, DownloadLimits, download
 from workers.hot_update.in_flight import InFlight
 from workers.hot_update.install import DirectoryBusy, FileSlot
+from workers.hot_update.recorder import Recorded, ResultRecorder
 from workers.hot_update.status import RELOADING, Applied, UpdateStatus
 from workers.hot_update.update_request import UpdateRequest, parse_update_request
+from workers.hot_update.version_marker import (
+    MARKER_NAME,
+    AppliedFile,
+    MarkerUnavailable,
+    VersionMarker,
+)
 
 log = logging.getLogger("kidecar.hot_update")
 
 PLUGIN_NAME = "hot_update"
+HISTORY_NAME = "hot-update-history.json"
+#: how often results the store did not take are offered to it again
+RETRY_RECORD_SECONDS = 5.0
 
 
 class UpdateFailed(Exception):
@@ -89,7 +99,11 @@ class HotUpdatePlugin(Plugin):
             raise RuntimeError(f"hot_update: fileDir {self.cfg.file_dir} is not usable: "
                                f"{exc.strerror or exc}") from exc
         self.store: ResultStore = ctx.storage(self.cfg.storage)
-        self.updates = UpdateStatus()
+        self.recorder = ResultRecorder(self.store, self.cfg.storage.type,
+                                       lambda name, value: ctx.set_gauge(name, value))
+        self.updates = UpdateStatus(ctx.state_dir / HISTORY_NAME)
+        self.marker = VersionMarker(ctx.state_dir / MARKER_NAME)
+        self._prepare_marker()
         self.limits = DownloadLimits(
             max_bytes=self.cfg.max_file_bytes,
             stall_timeout=self.cfg.download_timeout_seconds,
@@ -101,7 +115,7 @@ class HotUpdatePlugin(Plugin):
         self._admission = threading.Lock()
         self._in_flight: InFlight | None = None
         self._stopping = threading.Event()
-        self._adopt_manifest()
+        self._adopt_in_place()
 
     def run(self) -> None:
         try:
@@ -111,9 +125,13 @@ class HotUpdatePlugin(Plugin):
             self.updates.set_restore(state="failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             self.ctx.set_ready(True)
+        next_retry = time.monotonic() + RETRY_RECORD_SECONDS
         while not self._stopping.is_set():
             if self.ctx.stop_requested.wait(0.5):
                 break
+            if time.monotonic() >= next_retry:
+                self.recorder.retry_pending()
+                next_retry = time.monotonic() + RETRY_RECORD_SECONDS
         self._stopping.set()
 
     def stop(self) -> None:
@@ -140,7 +158,7 @@ class HotUpdatePlugin(Plugin):
         """``GET /hot-update``: applied version, state, progress, history, restore outcome."""
         out = self.updates.snapshot()
         out.update(loadPatchType=self.cfg.load_patch_type, fileDir=self.cfg.file_dir,
-                   maxFileBytes=self.cfg.max_file_bytes)
+                   maxFileBytes=self.cfg.max_file_bytes, unrecorded=self.recorder.unrecorded())
         return out
 
     def update(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +245,9 @@ class HotUpdatePlugin(Plugin):
             return False
         if request.sha256 and request.sha256 != applied.sha256:
             return False  # a checksum we have not verified: download and verify it
-        return self.slot.in_place(self.slot.read_manifest(), request.version, request.url)
+        in_place = self.marker.in_place(self.slot.dir)
+        return in_place is not None and (in_place.version, in_place.url) == (
+            request.version, request.url)
 
     def _unchanged(self, request: UpdateRequest) -> dict[str, Any]:
         log.info("version %s from %s is already applied: nothing to do", request.version,
@@ -247,7 +267,7 @@ class HotUpdatePlugin(Plugin):
             recorded = self._record_failure(request, failure.stage, failure.message)
             raise PluginCallError(
                 failure.status, failure.message, stage=failure.stage, version=request.version,
-                url=request.url, recorded=recorded, **failure.fields,
+                url=request.url, **recorded.fields(), **failure.fields,
             ) from None
 
     # -- one update ------------------------------------------------------------
@@ -260,6 +280,8 @@ class HotUpdatePlugin(Plugin):
         """
         cancel = self._stopping if restoring else threading.Event()
         started = time.monotonic()
+        # the marker and the result carry the same time: a restart compares the two
+        stamp = recorded_at if recorded_at is not None else time.time()
         progress = self.updates.start(request.version, request.url, restoring)
         log.info("%s version %s from %s", "restoring" if restoring else "updating to",
                  request.version, request.url)
@@ -270,10 +292,8 @@ class HotUpdatePlugin(Plugin):
             # a restore waits for the other's update to finish
             with self.slot.locked(wait=None if restoring else 0.0):
                 fetched = self._download(request, progress, cancel)
+                self._mark(request, fetched, stamp)
                 outcome = self._install_and_reload(request, fetched, restoring, cancel)
-                # the manifest too, before another instance may look at the directory
-                self.slot.write_manifest(request.version, request.url, request.file_name,
-                                         fetched.sha256 or request.sha256)
         except DirectoryBusy:
             busy = UpdateFailed("lock", 409, "another kidecar instance is updating "
                                 f"{self.cfg.file_dir} right now; retry shortly")
@@ -295,11 +315,15 @@ class HotUpdatePlugin(Plugin):
                                        "url": request.url, "at": time.time()})
             self._gauges(False, time.monotonic() - started)
             raise internal from exc
-        return self._succeeded(request, fetched, outcome, time.monotonic() - started,
-                               recorded_at)
+        return self._succeeded(request, fetched, outcome, time.monotonic() - started, stamp)
 
     def _preflight(self) -> None:
-        """Signal mode: refuse before downloading when there is no process to reload."""
+        """Refuse before downloading what cannot end well: no marker, no game to reload."""
+        if not self.marker.available:
+            try:
+                self.marker.ensure()
+            except MarkerUnavailable as exc:
+                raise UpdateFailed("state", 507, _no_marker_message(exc)) from None
         signal_cfg = self.cfg.signal
         if self.cfg.load_patch_type == "signal" and signal_cfg is not None:
             if not find_processes(signal_cfg.process_name):
@@ -312,6 +336,24 @@ class HotUpdatePlugin(Plugin):
                             progress=progress, cancel=cancel)
         except DownloadError as err:
             raise UpdateFailed("download", err.status, err.message, **err.fields) from None
+
+    def _mark(self, request: UpdateRequest, fetched: Downloaded, stamp: float) -> None:
+        """Write the version marker *before* the file goes into place (see version_marker).
+
+        The rename keeps size and mtime, so the marker can describe the temp file.
+        If the marker cannot be written the game's file is not touched: a file the
+        marker does not know about is what a restart would roll back.
+        """
+        try:
+            self.marker.ensure()
+            info = fetched.temp_path.stat()
+            self.marker.write(AppliedFile(
+                version=request.version, url=request.url, file_name=request.file_name,
+                size=info.st_size, mtime_ns=info.st_mtime_ns,
+                sha256=fetched.sha256 or request.sha256, at=stamp))
+        except (OSError, ValueError) as exc:
+            remove_quietly(fetched.temp_path)
+            raise UpdateFailed("state", 507, _no_marker_message(exc)) from None
 
     def _install_and_reload(self, request: UpdateRequest, fetched: Downloaded,
                             restoring: bool, cancel: threading.Event) -> ReloadOutcome:
@@ -344,14 +386,12 @@ class HotUpdatePlugin(Plugin):
             return ReloadOutcome(f"file in place; the game is not running yet ({err.message})")
 
     def _succeeded(self, request: UpdateRequest, fetched: Downloaded, outcome: ReloadOutcome,
-                   seconds: float, recorded_at: float | None = None) -> dict[str, Any]:
+                   seconds: float, stamp: float) -> dict[str, Any]:
         sha256 = fetched.sha256 or request.sha256
         message = f"applied {request.file_name} ({fetched.size} bytes); {outcome.message}"
         record = ResultRecord(plugin=PLUGIN_NAME, version=request.version, url=request.url,
-                              success=True, message=message, sha256=sha256)
-        if recorded_at is not None:
-            record.timestamp = recorded_at
-        recorded = self._record(record)
+                              success=True, message=message, sha256=sha256, timestamp=stamp)
+        recorded = self.recorder.record(record)
         self.updates.succeeded(
             Applied(request.version, request.url, request.file_name, sha256, time.time()), record
         )
@@ -360,26 +400,18 @@ class HotUpdatePlugin(Plugin):
         return {"status": "updated", "version": request.version, "url": request.url,
                 "file": request.file_name, "bytes": fetched.size, "sha256": sha256,
                 "reload": outcome.message, "reloadDetails": outcome.details,
-                "durationMs": round(seconds * 1000, 1), "recorded": recorded}
+                "durationMs": round(seconds * 1000, 1), **recorded.fields()}
 
     # -- recording ---------------------------------------------------------------
-    def _record_failure(self, request: UpdateRequest, stage: str, message: str) -> str:
+    def _record_failure(self, request: UpdateRequest, stage: str, message: str) -> Recorded:
         record = ResultRecord(plugin=PLUGIN_NAME, version=request.version, url=request.url,
                               success=False, message=f"{stage} failed: {message}",
                               sha256=request.sha256)
         log.warning("hot update to %s failed (%s): %s", request.version, stage, message)
-        recorded = self._record(record)
+        recorded = self.recorder.record(record)
         self.updates.failed(record, {**(self.updates.snapshot()["lastError"] or {}),
-                                     "recorded": recorded})
+                                     **recorded.fields()})
         return recorded
-
-    def _record(self, record: ResultRecord) -> str:
-        """Store the result; a store failure is logged, never turns success into failure."""
-        try:
-            return self.store.record_result(record)
-        except Exception as exc:
-            log.error("cannot record the hot update result for %s: %s", record.version, exc)
-            return f"not recorded: {exc}"
 
     def _rejected(self, err: PluginCallError, params: Any) -> None:
         version = params.get("version") if isinstance(params, dict) else None
@@ -396,12 +428,29 @@ class HotUpdatePlugin(Plugin):
         self.ctx.set_gauge("kidecar_hot_update_last_duration_seconds", round(seconds, 6))
 
     # -- restore at start -------------------------------------------------------------
-    def _adopt_manifest(self) -> None:
+    def _prepare_marker(self) -> None:
+        """Create the version marker while there is room; take over a legacy manifest.
+
+        kidecar up to 0.1 kept its manifest in fileDir, the game's directory (DESIGN §5
+        says never): its content moves into the marker and the file goes away.
+        """
+        try:
+            self.marker.ensure()
+        except MarkerUnavailable as exc:
+            log.error("%s", _no_marker_message(exc))
+            return
+        legacy = self.slot.take_legacy_manifest()
+        if legacy is not None and self.marker.newest() is None:
+            self.marker.write(AppliedFile(**legacy, at=legacy["mtime_ns"] / 1e9))
+            log.info("moved the version manifest of %s out of fileDir into %s",
+                     legacy["version"], self.marker.path)
+
+    def _adopt_in_place(self) -> None:
         """What is on disk now: the file a previous run of this sidecar put in place."""
-        manifest = self.slot.read_manifest()
-        if manifest and self.slot.in_place(manifest, manifest.version, manifest.url):
-            self.updates.set_applied(Applied(manifest.version, manifest.url, manifest.file_name,
-                                             manifest.sha256, manifest.mtime_ns / 1e9))
+        applied = self.marker.in_place(self.slot.dir)
+        if applied is not None:
+            self.updates.set_applied(Applied(applied.version, applied.url, applied.file_name,
+                                             applied.sha256, applied.at))
 
     def _restore(self) -> None:
         """Re-apply the recorded version before becoming ready (see the module docstring)."""
@@ -436,6 +485,11 @@ class HotUpdatePlugin(Plugin):
         except Exception as exc:
             log.warning("restore attempt %d: cannot read the result store: %s", attempt, exc)
             return False, f"cannot read the result store: {exc}"
+        in_place = self.marker.in_place(self.slot.dir)
+        if in_place is not None and (record is None or in_place.at > record.timestamp or (
+                in_place.version, in_place.url) == (record.version, record.url)):
+            self._keep_in_place(in_place, record, scope)
+            return True, ""
         if record is None:
             self.updates.set_restore(state="nothing-recorded")
             return True, ""
@@ -449,12 +503,6 @@ class HotUpdatePlugin(Plugin):
         except PluginCallError as err:
             self._restore_gave_up(record, f"the recorded update is not valid here: {err.message}")
             return True, err.message
-        if self.slot.in_place(self.slot.read_manifest(), request.version, request.url):
-            self.updates.set_applied(Applied(request.version, request.url, request.file_name,
-                                             record.sha256, record.timestamp))
-            self.updates.set_restore(state="in-place", version=request.version, scope=scope)
-            log.info("recorded version %s (%s) is already in place", request.version, scope)
-            return True, ""
         running = InFlight(request, restoring=True)
         with self._admission:  # a POST of this very version joins the restore
             self._in_flight = running
@@ -478,6 +526,32 @@ class HotUpdatePlugin(Plugin):
                                  attempts=attempt, reload=result["reload"])
         return True, ""
 
+    def _keep_in_place(self, in_place: AppliedFile, record: ResultRecord | None,
+                       scope: str) -> None:
+        """The file in place is the recorded version, or newer than any record: keep it.
+
+        Newer happens when its result could not be stored (a full state dir, a
+        replaced database): putting the recorded version back would roll the game
+        back. It is recorded now, with the time it was applied, so the store catches up.
+        """
+        self.updates.set_applied(Applied(in_place.version, in_place.url, in_place.file_name,
+                                         in_place.sha256, in_place.at))
+        if record is not None and (record.version, record.url) == (in_place.version,
+                                                                    in_place.url):
+            self.updates.set_restore(state="in-place", version=in_place.version, scope=scope)
+            log.info("recorded version %s (%s) is already in place", in_place.version, scope)
+            return
+        known = f"the store's latest is {record.version}" if record else "the store has none"
+        log.warning("version %s in fileDir is newer than what the result store knows (%s): "
+                    "keeping it and recording it now", in_place.version, known)
+        recorded = self.recorder.record(ResultRecord(
+            plugin=PLUGIN_NAME, version=in_place.version, url=in_place.url, success=True,
+            message=f"kept in place at start: newer than the recorded result ({known})",
+            sha256=in_place.sha256, timestamp=in_place.at))
+        self.updates.set_restore(state="kept-newer", version=in_place.version,
+                                 recordedVersion=record.version if record else None,
+                                 scope=scope, **recorded.fields())
+
     def _end_restore(self, running: InFlight, result: dict[str, Any] | None = None,
                      error: PluginCallError | None = None) -> None:
         """The restore attempt is over: joiners get its outcome (the update lock stays held)."""
@@ -496,6 +570,13 @@ class HotUpdatePlugin(Plugin):
         if own is not None:
             return own, "pod"
         return self.store.latest_for_workload(PLUGIN_NAME), "workload"
+
+
+def _no_marker_message(exc: BaseException) -> str:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (f"the state dir has no room for the version marker ({reason}); the update is "
+            "refused before touching fileDir, since a restart could otherwise put an older "
+            "version back over it. Free space in the state dir")
 
 
 def _as_config(config: Any) -> HotUpdateConfig:

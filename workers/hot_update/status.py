@@ -3,18 +3,30 @@
 Written by the one running update, read by status calls and the heartbeat from
 other threads; a lock keeps each snapshot consistent and every read is O(1)
 in the history size, so the status never blocks on a download.
+
+The recent history is also kept in the state dir (``hot-update-history.json``)
+and read back at start, so ``GET /hot-update`` after a plugin restart shows
+the same history as before, whatever the store keeps (the result ConfigMap
+and the pod annotation keep only the latest result). Saving it is best
+effort: a full state dir costs the history file, never an update.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kidecar_supervisor.plugin_api import ResultRecord
+from kidecar_supervisor.plugin_kit.durable_files import atomic_write_json
 from workers.hot_update.download import Progress
+
+log = logging.getLogger("kidecar.hot_update.status")
 
 HISTORY_SIZE = 20
 
@@ -38,7 +50,7 @@ class Applied:
 class UpdateStatus:
     """Thread-safe state of the plugin, rendered by ``snapshot``."""
 
-    def __init__(self) -> None:
+    def __init__(self, history_path: Path | None = None) -> None:
         self._lock = threading.Lock()
         self.applied: Applied | None = None
         self.state = IDLE
@@ -46,7 +58,9 @@ class UpdateStatus:
         self.progress: Progress | None = None
         self.last_error: dict[str, Any] | None = None
         self.restore: dict[str, Any] = {"state": "pending"}
-        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_SIZE)
+        self._history_path = history_path
+        self.history: deque[dict[str, Any]] = deque(_load_history(history_path),
+                                                    maxlen=HISTORY_SIZE)
 
     def start(self, version: str, url: str, restoring: bool) -> Progress:
         progress = Progress()
@@ -69,6 +83,7 @@ class UpdateStatus:
             self.progress = None
             self.last_error = None
             self.history.appendleft(record.to_dict())
+            self._save_history()
 
     def failed(self, record: ResultRecord | None, error: dict[str, Any]) -> None:
         with self._lock:
@@ -78,6 +93,7 @@ class UpdateStatus:
             self.last_error = error
             if record is not None:
                 self.history.appendleft(record.to_dict())
+                self._save_history()
 
     def set_applied(self, applied: Applied | None) -> None:
         with self._lock:
@@ -96,6 +112,17 @@ class UpdateStatus:
                     self.history.append(record.to_dict())
             ordered = sorted(self.history, key=lambda h: h["timestamp"], reverse=True)
             self.history = deque(ordered, maxlen=HISTORY_SIZE)
+            self._save_history()
+
+    def _save_history(self) -> None:
+        """Caller holds the lock; a failure (a full state dir) is a warning, nothing more."""
+        if self._history_path is None:
+            return
+        try:
+            atomic_write_json(self._history_path, list(self.history))
+        except OSError as exc:
+            log.warning("cannot save the hot update history to %s: %s", self._history_path,
+                        exc.strerror or exc)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -132,3 +159,19 @@ class UpdateStatus:
             if self.last_error:
                 out["lastError"] = self.last_error.get("error", "")
             return out
+
+
+def _load_history(path: Path | None) -> list[dict[str, Any]]:
+    """The saved history, newest first; [] if there is none or it does not parse."""
+    if path is None:
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring an unreadable hot update history %s: %s", path, exc)
+        return []
+    if not isinstance(data, list):
+        return []
+    return [h for h in data if isinstance(h, dict) and {"version", "timestamp"} <= h.keys()]
