@@ -30,14 +30,19 @@ class _SnapshotCollector:
                                        labels=["plugin"])
         uptime = GaugeMetricFamily("kidecar_plugin_uptime_seconds",
                                    "seconds since the plugin's process started", labels=["plugin"])
+        dropped = CounterMetricFamily(
+            "kidecar_plugin_output_dropped_lines",
+            "output lines of a binary plugin dropped over its rate limit", labels=["plugin"])
         for row in plugins:
+            if "outputDroppedLines" in row:
+                dropped.add_metric([row["name"]], float(row["outputDroppedLines"]))
             name = row["name"]
             for value in STATES:
                 state.add_metric([name, value], 1.0 if row["state"] == value else 0.0)
             up.add_metric([name], 1.0 if row["state"] == ChildState.RUNNING else 0.0)
             restarts.add_metric([name], float(row.get("restarts", 0)))
             uptime.add_metric([name], float(row.get("uptime") or 0.0))
-        yield from (state, up, restarts, uptime)
+        yield from (state, up, restarts, uptime, dropped)
         yield GaugeMetricFamily("kidecar_supervisor_uptime_seconds", "seconds since start-up",
                                 value=float(self.snapshot.get("uptime", 0.0)))
         yield from _gauges(self.snapshot.get("gauges", []))

@@ -32,6 +32,17 @@ class OutputLimits:
     #: at most one "dropped N lines" log line per this many seconds
     report_every_seconds: float = 10.0
 
+    @classmethod
+    def for_rates(cls, lines_per_second: float | None,
+                  bytes_per_second: float | None) -> OutputLimits:
+        """A binary plugin's ``outputLinesPerSecond``/``outputBytesPerSecond`` (None:
+        the default), with bursts of two seconds' worth."""
+        lines = cls.lines_per_second if lines_per_second is None else lines_per_second
+        size = cls.bytes_per_second if bytes_per_second is None else bytes_per_second
+        return cls(lines_per_second=lines, bytes_per_second=size,
+                   burst_lines=max(1, int(2 * lines)),
+                   burst_bytes=max(cls.max_line_bytes, int(2 * size)))
+
 
 class TokenBucket:
     """``rate`` tokens per second, at most ``capacity`` saved up (the burst)."""

@@ -124,7 +124,9 @@ class Supervisor:
             child = Child(spec.name, kind, spec.restart, self.launcher, spec=spec,
                           boot_order=spec.boot_order)
             if kind == ChildKind.BINARY:
-                child.output = OutputLimiter(OutputLimits(), time.monotonic())
+                limits = OutputLimits.for_rates(spec.config.output_lines_per_second,
+                                                spec.config.output_bytes_per_second)
+                child.output = OutputLimiter(limits, time.monotonic())
             children.append(child)
         return children
 

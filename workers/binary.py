@@ -48,6 +48,10 @@ class BinaryConfig:
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     working_dir: str = ""
+    #: the program's output lines beyond these rates are dropped and counted, not
+    #: logged (None: kidecar's defaults, see kidecar_supervisor/output_limiter.py)
+    output_lines_per_second: float | None = None
+    output_bytes_per_second: float | None = None
 
     @classmethod
     def parse(cls, reader: ConfigReader) -> BinaryConfig:
@@ -55,10 +59,13 @@ class BinaryConfig:
         args = tuple(reader.str_list("args", default=[]))
         env = _parse_env(reader)
         working_dir = reader.str("workingDir", "cwd", default="")
+        lines = reader.number("outputLinesPerSecond", default=None, positive=True)
+        size = reader.number("outputBytesPerSecond", default=None, minimum=1024)
         reader.reject_unknown()
         _check_exec_strings(reader, path, args, env, working_dir)
         cfg = cls(path=path, args=args, env=tuple((n, v) for n, v, _ in env),
-                  working_dir=working_dir)
+                  working_dir=working_dir, output_lines_per_second=lines,
+                  output_bytes_per_second=size)
         size = exec_size(cfg.argv(), dict(cfg.env))
         if size > arg_max():
             raise reader.error("args", f"the program's arguments and env take {size} bytes; "
