@@ -74,11 +74,15 @@ class ConnectionLimits:
         return self.max_connections + threads + PROBE_THREADS + 2 * self.max_queued
 
 
-class RequestReadTimeout(http_errors.NoMoreData):
-    """The client did not send its request (head or body) within the deadline."""
+class RequestReadTimeout(Exception):
+    """The client did not send its request (head or body) within the deadline.
+
+    Not an OSError on purpose: werkzeug turns a stream's OSError into "client
+    disconnected" (400); this one must reach the app's handler as a 408.
+    """
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(b"")
+        super().__init__(seconds)
         self.seconds = seconds
 
     def __str__(self) -> str:
@@ -374,11 +378,11 @@ class GuardedThreadWorker(ThreadWorker):
             self._linger(conn)
 
     def murder_pending(self) -> None:
-        """Close waiting connections past their deadline (and idle ones once stopping)."""
+        """Close waiting connections past their deadline (and, once stopping, all but lingering)."""
         now = time.monotonic()
         for conn in list(self.waiting):
             expired = now >= conn.timeout
-            idle_at_stop = not self.alive and not conn.head
+            idle_at_stop = not self.alive and not conn.lingering
             if not (expired or idle_at_stop):
                 continue
             if expired and conn.head and not conn.lingering:
@@ -430,7 +434,7 @@ class GuardedThreadWorker(ThreadWorker):
         """Keep the connection only if the unread rest of the body came in time (answer sent)."""
         try:
             return bool(self._keepalive_after(conn, keep))
-        except (http_errors.NoMoreData, OSError, http_errors.ParseException):
+        except (RequestReadTimeout, http_errors.NoMoreData, OSError, http_errors.ParseException):
             return False
 
     def _answer(self, conn: WaitingConn, status: int, message: str) -> None:

@@ -178,3 +178,37 @@ def test_kept_alive_connections_are_served_again(tmp_path: Path) -> None:
         assert received.count(b"HTTP/1.1 200 ") == 3, received
     finally:
         sidecar.stop()
+
+
+def test_half_open_clients_do_not_delay_a_graceful_stop(tmp_path: Path) -> None:
+    sidecar = start_sidecar({"http": {"headerTimeoutSeconds": 60}, "plugins": []}, tmp_path)
+    socks = [_connect(sidecar, HALF_OPEN) for _ in range(5)]
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert sidecar.stop() == 0
+        # the HTTP child's graceful timeout is 10 s: waiting heads must not use it up
+        assert time.monotonic() - started < 5.0
+        assert sidecar.alive_leftovers() == []
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_a_body_not_complete_in_time_is_answered_408(tmp_path: Path) -> None:
+    sidecar = start_sidecar({"http": {"bodyTimeoutSeconds": 1.5}, "plugins": []}, tmp_path)
+    try:
+        form = b"POST /hot-update HTTP/1.1\r\nHost: x\r\nContent-Type: " \
+               b"application/x-www-form-urlencoded\r\n"
+        # declared length, gathered by the poller: never complete
+        declared = _connect(sidecar, form + b"Content-Length: 100\r\n\r\nversion=v2")
+        # chunked, read by a thread under the same deadline: the first chunk, then silence
+        chunked = _connect(sidecar, form + b"Transfer-Encoding: chunked\r\n\r\n"
+                                           b"a\r\nversion=v2\r\n")
+        for sock in (declared, chunked):
+            received = _closed_by_server(sock, 10.0)
+            assert received is not None and received.startswith(b"HTTP/1.1 408 "), received
+            assert b"not received within 1.5s" in received, received
+        assert sidecar.get("/healthz").status_code == 200
+    finally:
+        sidecar.stop()
