@@ -68,6 +68,7 @@ from kidecar_supervisor.storage.base import (
     ResultStore,
     StorageConfig,
     TargetRef,
+    partial_outcome,
 )
 from kidecar_supervisor.storage.coalesce import Coalescer
 from kidecar_supervisor.storage.journal import Entry, Journal
@@ -138,6 +139,8 @@ def _merge_markers(last: Entry, new: Entry) -> Entry | None:
 
 #: parts of an operation the API refused for good, with its answers
 Refused = list[tuple[str, KubeError]]
+#: the parts of a result entry, by the names a caller sees (base.RESULT_PARTS)
+_RESULT_PART_NAMES = {"pod": "pod", "configmap": "store", "event": "event"}
 
 
 class _PartFailed(Exception):
@@ -333,7 +336,31 @@ class _Backend:
 
     # -- submitting: straight to the API, or behind the journal --------------------
     def submit(self, entry: Entry, merge: bool = False) -> str:
-        """WRITTEN if done now; JOURNALED if queued on disk. Raises on permanent errors.
+        """WRITTEN if done now; JOURNALED if queued on disk. Raises on permanent errors."""
+        outcome, refused, _ = self._submit(entry, merge)
+        if refused and outcome == WRITTEN:
+            raise refused[0][1]
+        return outcome
+
+    def submit_result(self, entry: Entry) -> str:
+        """``submit`` for a result: a part refused for good does not hide the parts that
+        were recorded (e.g. the ConfigMap is full but the pod annotation was written).
+
+        Returns WRITTEN/JOURNALED when no part was refused, a ``partial_outcome``
+        naming each part when some were; raises only if every part was refused.
+        """
+        parts = list(entry["parts"])
+        outcome, refused, left = self._submit(entry)
+        if not refused:
+            return outcome
+        if len(refused) == len(parts):
+            raise refused[0][1]
+        answers = {part: f"refused: {error}" for part, error in refused}
+        return partial_outcome({_RESULT_PART_NAMES[part]: answers.get(
+            part, JOURNALED if part in left else WRITTEN) for part in parts})
+
+    def _submit(self, entry: Entry, merge: bool = False) -> tuple[str, Refused, list[str]]:
+        """(WRITTEN or JOURNALED, the parts refused for good, the parts left journaled).
 
         A direct write is journaled (held, fsynced) *before* it talks to the API:
         the attempt may block for many seconds, and a crash meanwhile must leave
@@ -343,7 +370,7 @@ class _Backend:
         if blocked is None or all(_part_object(entry, p) in blocked for p in entry["parts"]):
             self.journal.append(entry, _merge_markers if merge else None)
             self._ensure_replayer()
-            return JOURNALED
+            return JOURNALED, [], list(entry["parts"])
         entry_id = self.journal.append(entry, hold=True)  # OSError: nothing promised
         try:
             permanent = self.run(entry, DIRECT_RETRY, blocked)
@@ -352,15 +379,15 @@ class _Backend:
             log.warning("Kubernetes write journaled (%s); %d pending", failed.error,
                         len(self.journal))
             self._ensure_replayer()
-            return JOURNALED
+            return JOURNALED, failed.refused, list(entry["parts"])
         except Exception as exc:
             self.journal.fail(entry_id, f"{type(exc).__name__}: {exc}")
             raise
         if permanent:
             self._fail_refused(entry_id, entry, permanent)
-            raise permanent[0][1]
+            return WRITTEN, permanent, []
         self.journal.done(entry_id)
-        return WRITTEN
+        return WRITTEN, [], []
 
     # -- replay ------------------------------------------------------------------
     def _ensure_replayer(self) -> None:
@@ -533,8 +560,8 @@ class InKubeStore(ResultStore):
         record.pod = self.identity.pod_name
         self._remember(record)
         entry = {"op": "result", "cfg": _cfg_to_dict(self.cfg), "record": record.to_dict(),
-                 "parts": ["pod", "configmap", "event"]}
-        return self._backend.submit(entry)
+                 "parts": list(_RESULT_PART_NAMES)}
+        return self._backend.submit_result(entry)
 
     def latest_for_pod(self, plugin: str) -> ResultRecord | None:
         key = self.cfg.annotation_key or codec.DEFAULT_ANNOTATION_KEY

@@ -29,6 +29,7 @@ from kidecar_supervisor.storage.base import (
     ResultRecord,
     StorageConfig,
     TargetRef,
+    recorded_parts,
 )
 from kidecar_supervisor.storage.coalesce import Coalescer
 from kidecar_supervisor.storage.kube_api import (
@@ -754,7 +755,12 @@ def test_a_refused_part_is_kept_when_a_later_part_waits(kube_env, admin, tmp_pat
               kube_env.admin_kubeconfig)
     try:
         with caplog.at_level(logging.ERROR, logger="kidecar.storage.journal"):
-            assert s.record_result(ResultRecord(plugin=HOT, version="v1", url="u")) == JOURNALED
+            outcome = s.record_result(ResultRecord(plugin=HOT, version="v1", url="u"))
+        # the answer names each part: the pod refused for good, the rest on its way
+        assert recorded_parts(outcome, "InKube") == {"pod": False, "store": True, "event": True}
+        parts = json.loads(outcome.split(" ", 1)[1])
+        assert (parts["store"], parts["event"]) == (JOURNALED, WRITTEN)
+        assert parts["pod"].startswith("refused: ") and "422" in parts["pod"], parts
         kept = [json.loads(p.read_text())
                 for p in (tmp_path / "kube-journal" / "failed").glob("*.json")]
         assert [k["entry"]["parts"] for k in kept] == [["pod"]]

@@ -26,7 +26,13 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kidecar_supervisor.plugin_api import Plugin, PluginContext, ResultRecord, ResultStore
+from kidecar_supervisor.plugin_api import (
+    Plugin,
+    PluginContext,
+    ResultRecord,
+    ResultStore,
+    recorded_parts,
+)
 from kidecar_supervisor.plugin_kit.reload import (
     GameNotRunning,
     ReloadError,
@@ -212,9 +218,12 @@ class FileSyncPlugin(Plugin):
         except Exception as exc:  # noqa: BLE001 - the files are in place whatever the store says
             log.error("cannot record the file_sync result: %s", exc)
             return
-        log.info("recorded file_sync version %s (%s): %s", version,
-                 "succeeded" if success else "failed", outcome)
-        self._set(recorded={"version": version, "success": success, "message": message})
+        parts = recorded_parts(outcome, self.cfg.storage.type)
+        level = logging.INFO if all(parts.values()) else logging.ERROR
+        log.log(level, "recorded file_sync version %s (%s): %s", version,
+                "succeeded" if success else "failed", outcome)
+        self._set(recorded={"version": version, "success": success, "message": message,
+                            "parts": parts})
 
     def _set(self, **values: Any) -> None:
         with self._lock:
