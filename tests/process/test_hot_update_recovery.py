@@ -158,3 +158,21 @@ def test_stop_during_restore_aborts_it(tmp_path: Path, file_dir: Path,
     run.stop()
     assert time.monotonic() - started < 3
     assert dir_listing(file_dir) == {"index.html": OLD}
+
+
+def test_history_survives_a_plugin_restart(tmp_path: Path, file_dir: Path,
+                                           upstream: UpstreamServer, game: FakeGame) -> None:
+    """Issue 17, finding 9: after a restart GET /hot-update showed only the last entry."""
+    config = signal_config(file_dir, game.tag)
+    with PluginRun(config, tmp_path / "state") as run:
+        for version in ("v1", "v2"):
+            url = upstream.add_file(f"{version}/index.html", version.encode())
+            assert run.call({"version": version, "url": url})[0] == 200
+        gone = upstream.url("status/404/index.html")
+        assert run.call({"version": "v3", "url": gone})[0] == 502
+        before = [(h["version"], h["success"]) for h in run.status()["history"]]
+    assert before == [("v3", False), ("v2", True), ("v1", True)]
+    with PluginRun(config, tmp_path / "state") as again:
+        after = [(h["version"], h["success"]) for h in again.status()["history"]]
+        assert after == before
+        assert again.status()["restore"]["state"] == "in-place"
