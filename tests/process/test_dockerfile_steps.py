@@ -6,6 +6,9 @@ reproduce or a root USER each make it fail."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,14 +35,57 @@ def variant(tmp_path: Path, old: str, new: str) -> Path:
     return path
 
 
-def test_dockerfile_installs_and_serves_as_its_non_root_user() -> None:
-    result = run_check()
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
-    assert "RUN " in out and "pip install --no-cache-dir ." in out
-    assert "/healthz 200, /readyz 200" in out
-    assert "written by uid 65532" in out  # USER 65532 can write KIDECAR_STATE_DIR
-    assert "SIGTERM: exit 0" in out and "OK in" in out
+def test_dockerfile_installs_and_serves_as_its_non_root_user(tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    result = run_check("--keep", "--report", str(report_path))
+    report = json.loads(report_path.read_text())
+    try:
+        out = result.stdout + result.stderr
+        assert result.returncode == 0 and report["ok"], out[-4000:]
+        assert "RUN " in out and "pip install --no-cache-dir ." in out
+        assert "/healthz 200, /readyz 200" in out
+        assert "SIGTERM: exit 0" in out and "OK in" in out
+        # ownership as a fact on disk, not a printed claim: kidecar ran as USER 65532 when
+        # this runs as root (and could only run as this user otherwise)
+        assert report["user"] == [65532, 65532]
+        expected = 65532 if os.geteuid() == 0 else os.geteuid()
+        assert report["ran_as"] == expected
+        assert report["ran_as_image_user"] == (os.geteuid() == 0)
+        state_dir = Path(report["state_dir"])
+        assert state_dir.is_relative_to(report["work"])
+        files = sorted(state_dir.rglob("*"))
+        assert files, "kidecar wrote nothing to KIDECAR_STATE_DIR"
+        owners = {str(f.relative_to(state_dir)): f.lstat().st_uid for f in files}
+        assert set(owners.values()) == {expected}, owners
+        # what is left after the SIGTERM (sockets, WAL files go) is what the tool saw
+        assert owners.items() <= report["state_files"].items()
+        assert set(report["state_files"].values()) == {expected}
+        if os.geteuid() == 0:
+            assert state_dir.stat().st_uid == 65532, "the image's chown of the state dir"
+    finally:
+        shutil.rmtree(report["work"], ignore_errors=True)
+
+
+def test_a_state_dir_the_user_cannot_write_fails_the_check(tmp_path: Path) -> None:
+    """Without the chown, /var/lib/kidecar is root's 755: fails as root and as anyone else."""
+    path = variant(tmp_path, " \\\n    && chown 65532:65532 /var/lib/kidecar", "")
+    report_path = tmp_path / "report.json"
+    result = run_check("--dockerfile", str(path), "--context", str(REPO),
+                       "--report", str(report_path))
+    assert result.returncode == 1
+    problem = re.compile(r"KIDECAR_STATE_DIR /var/lib/kidecar is owned by 0:0 with mode "
+                         r"7[0-7]5: USER 65532:65532 cannot write it")
+    assert "FAILED" in result.stdout and problem.search(result.stdout), result.stdout[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["ok"] is False and problem.search(report["error"])
+
+
+def test_a_chown_to_another_user_fails_the_check(tmp_path: Path) -> None:
+    path = variant(tmp_path, "chown 65532:65532 /var/lib/kidecar", "chown 1000:1000 /var/lib/kidecar")
+    result = run_check("--dockerfile", str(path), "--context", str(REPO))
+    assert result.returncode == 1
+    assert re.search(r"is owned by 1000:1000 with mode 7[0-7]5: USER 65532:65532 cannot "
+                     r"write it", result.stdout), result.stdout[-3000:]
 
 
 @pytest.mark.parametrize("old, new, expected", [
