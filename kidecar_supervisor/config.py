@@ -15,6 +15,7 @@ from typing import Any
 
 from kidecar_supervisor.config_document import (
     Embedded,
+    KeyLines,
     expand_environment,
     literal_block_first_line,
     load_yaml,
@@ -152,16 +153,19 @@ def load_config(path: str | os.PathLike[str], *, unset_ok: bool = False,
 def parse_config_text(text: str, source: str = "<config>", *, unset_ok: bool = False,
                       environ: Mapping[str, str] | None = None) -> SidecarConfig:
     """The document in ``text`` (a config, or a whole ConfigMap manifest holding one)."""
-    document, prefix = _unwrap_configmap(text, load_yaml(text, source), source)
+    key_lines: KeyLines = {}
+    document = load_yaml(text, source, key_lines=key_lines)
+    document, prefix = _unwrap_configmap(text, document, source, key_lines)
     unset = expand_environment(document, os.environ if environ is None else environ,
                                source, prefix)
     if unset and not unset_ok:
         raise unset[0]
-    config = parse_config(document, source, prefix)
+    config = parse_config(document, source, prefix, key_lines)
     return replace(config, unset_variables=tuple(unset))
 
 
-def _unwrap_configmap(text: str, document: Any, source: str) -> tuple[Any, str]:
+def _unwrap_configmap(text: str, document: Any, source: str,
+                      key_lines: KeyLines) -> tuple[Any, str]:
     """Accept a whole ConfigMap manifest too: its ``data`` holds the real document,
     read with the same rules (size, duplicate keys) and errors naming the file's lines."""
     if not (isinstance(document, dict) and document.get("kind") == "ConfigMap"):
@@ -172,7 +176,7 @@ def _unwrap_configmap(text: str, document: Any, source: str) -> tuple[Any, str]:
         raise ConfigError("ConfigMap has no config document in data", "data", source)
     prefix = f'data["{key}"]'
     where = Embedded(prefix, literal_block_first_line(text, ("data", str(key))))
-    return load_yaml(data[key], source, where), prefix
+    return load_yaml(data[key], source, where, key_lines), prefix
 
 
 def machine_problems(config: SidecarConfig) -> list[ConfigError]:
@@ -192,8 +196,9 @@ def machine_problems(config: SidecarConfig) -> list[ConfigError]:
     return problems
 
 
-def parse_config(document: Any, source: str = "<config>", prefix: str = "") -> SidecarConfig:
-    root = ConfigReader(document, prefix, source)
+def parse_config(document: Any, source: str = "<config>", prefix: str = "",
+                 key_lines: KeyLines | None = None) -> SidecarConfig:
+    root = ConfigReader(document, prefix, source, key_lines)
     restart = RestartSettings.parse(root, RestartSettings())
     resources = _parse_resources(root)
     start_order = root.str("sidecarStartOrder", default="Before", choices=START_ORDERS)

@@ -6,9 +6,11 @@ This is everything that happens to the config *before* its fields are typed
 * a config larger than ``MAX_CONFIG_BYTES`` is refused before it is read, so a
   runaway ConfigMap costs an error line, not the same 100+ MB in every process
   of the tree;
-* a key given twice in one mapping, in any spelling (keys match
-  case-insensitively, DESIGN §3: ``restartPolicy`` and ``restartpolicy`` are one
-  key), is an error naming both lines, instead of YAML silently keeping one;
+* a key given twice in one mapping is an error naming both lines, instead of
+  YAML silently keeping the last one. Two spellings of one key (``restartPolicy``
+  and ``restartpolicy``: field names match case-insensitively, DESIGN §3) are
+  remembered with their lines here and refused by ``ConfigReader`` when the
+  mapping is read as fields; data mappings (labels, env) keep case-sensitive keys;
 * ``${VAR}`` in a string value is the sidecar's environment variable. An unset
   one is never left as literal text (that made a directory named ``${VAR}``):
   it is an error, or, for ``kidecar validate`` away from the image, a warning.
@@ -33,6 +35,9 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SCOPED = re.compile(r"[A-Za-z]+:.*", re.DOTALL)
+
+# field path -> {key as spelled: where it is}, for keys that differ only in case
+KeyLines = dict[str, dict[str, str]]
 
 
 def read_config_bytes(path: str | os.PathLike[str]) -> str:
@@ -73,15 +78,20 @@ class Embedded:
     first_line: int = 0     # file line of the document's line 1, 0 if not known
 
 
-def load_yaml(text: str, source: str, where: Embedded = Embedded()) -> Any:
-    """One YAML document, plain Python values; duplicate keys are refused with both lines."""
+def load_yaml(text: str, source: str, where: Embedded = Embedded(),
+              key_lines: KeyLines | None = None) -> Any:
+    """One YAML document, plain Python values; duplicate keys are refused with both lines.
+
+    Keys that differ only in case are noted in ``key_lines`` (when given) for
+    ConfigReader, which refuses them in field mappings with these lines.
+    """
     _check_size(len(text.encode("utf-8", "surrogatepass")), source, where.path)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        _refuse_duplicate_keys(node, source, where)
+        _refuse_duplicate_keys(node, source, where, {} if key_lines is None else key_lines)
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {_yaml_problem(exc, where)}", where.path, source) from None
@@ -103,7 +113,8 @@ def _line(line: int, where: Embedded) -> str:
     return f"line {line}"
 
 
-def _refuse_duplicate_keys(root: yaml.Node, source: str, where: Embedded) -> None:
+def _refuse_duplicate_keys(root: yaml.Node, source: str, where: Embedded,
+                           key_lines: KeyLines) -> None:
     """Walk the node graph once (aliases are shared, so each node is checked once)."""
     seen: set[int] = set()
     pending: list[tuple[yaml.Node, str]] = [(root, where.path)]
@@ -115,25 +126,30 @@ def _refuse_duplicate_keys(root: yaml.Node, source: str, where: Embedded) -> Non
         if isinstance(node, yaml.SequenceNode):
             pending.extend((item, join_path(path, i)) for i, item in enumerate(node.value))
         elif isinstance(node, yaml.MappingNode):
-            _check_mapping(node, path, source, where)
+            _check_mapping(node, path, source, where, key_lines)
             for key, value in node.value:
                 name = key.value if isinstance(key, yaml.ScalarNode) else "?"
                 pending.append((value, join_path(path, str(name))))
 
 
-def _check_mapping(node: yaml.MappingNode, path: str, source: str, where: Embedded) -> None:
+def _check_mapping(node: yaml.MappingNode, path: str, source: str, where: Embedded,
+                   key_lines: KeyLines) -> None:
     first: dict[str, yaml.ScalarNode] = {}
     for key, _ in node.value:
         if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
             continue  # '<<' merges are meant to be overridden by the mapping's own keys
-        folded = str(key.value).casefold()
-        earlier = first.setdefault(folded, key)
+        earlier = first.setdefault(str(key.value), key)
         if earlier is not key:
-            spelled = (f"{earlier.value!r} and {key.value!r} are the same key"
-                       if earlier.value != key.value else f"{key.value!r}")
             raise ConfigError(
-                f"duplicate key: {spelled} on {_line(earlier.start_mark.line + 1, where)} "
+                f"duplicate key: {key.value!r} on {_line(earlier.start_mark.line + 1, where)} "
                 f"and {_line(key.start_mark.line + 1, where)} (keep one)", path, source)
+    folded: dict[str, list[yaml.ScalarNode]] = {}
+    for key in first.values():
+        folded.setdefault(key.value.casefold(), []).append(key)
+    for spellings in folded.values():
+        if len(spellings) > 1:
+            lines = key_lines.setdefault(path, {})
+            lines.update({k.value: _line(k.start_mark.line + 1, where) for k in spellings})
 
 
 def literal_block_first_line(text: str, keys: tuple[str, ...]) -> int:

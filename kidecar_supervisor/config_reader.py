@@ -13,7 +13,7 @@ from __future__ import annotations
 import builtins
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 _MISSING: Any = object()
@@ -42,9 +42,13 @@ def join_path(base: str, key: str | int) -> str:
 class ConfigReader:
     """A view on one mapping of the config, remembering where it sits."""
 
-    def __init__(self, data: Any, path: builtins.str = "", source: builtins.str = "") -> None:
+    def __init__(self, data: Any, path: builtins.str = "", source: builtins.str = "",
+                 key_lines: Mapping[builtins.str, Mapping[builtins.str, builtins.str]] | None = None,
+                 ) -> None:
         self.path = path
         self.source = source
+        # where each spelling of a case-duplicated key is (config_document.KeyLines)
+        self._key_lines = key_lines or {}
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -52,14 +56,19 @@ class ConfigReader:
         self._data: dict[builtins.str, Any] = data
         self._by_folded: dict[builtins.str, builtins.str] = {}
         for key in data:
-            # a document from YAML was checked with line numbers already (config_document);
-            # a mapping built in code must not pick one of two spellings silently either
             earlier = self._by_folded.setdefault(str(key).lower(), str(key))
             if earlier != str(key):
-                raise ConfigError(f"duplicate key: {earlier!r} and {key!r} are the same key",
-                                  path, source)
+                raise self._duplicate(earlier, str(key))
         self._used: set[builtins.str] = set()
         self._asked: set[builtins.str] = set()
+
+    def _duplicate(self, earlier: builtins.str, key: builtins.str) -> ConfigError:
+        """Field names match case-insensitively, so two spellings would silently pick one."""
+        lines = self._key_lines.get(self.path, {})
+        where = f" on {lines[earlier]} and {lines[key]}" if earlier in lines and key in lines else ""
+        return ConfigError(f"duplicate key: {earlier!r} and {key!r} are the same key{where} "
+                           "(field names match case-insensitively; keep one)",
+                           self.path, self.source)
 
     # -- lookup -----------------------------------------------------------
     def has(self, *names: builtins.str) -> bool:
@@ -197,7 +206,7 @@ class ConfigReader:
         if value is None:
             return None
         key = self._find(names)
-        return ConfigReader(value, self.field_path(key or names[0]), self.source)
+        return ConfigReader(value, self.field_path(key or names[0]), self.source, self._key_lines)
 
     def children(self, *names: builtins.str, required: builtins.bool = False) -> list[ConfigReader]:
         """Each mapping of the list under ``names``."""
@@ -208,7 +217,7 @@ class ConfigReader:
         if not isinstance(value, list):
             raise self.error(key, f"must be a list, got {_kind(value)}")
         return [
-            ConfigReader(item, join_path(self.field_path(key), i), self.source)
+            ConfigReader(item, join_path(self.field_path(key), i), self.source, self._key_lines)
             for i, item in enumerate(value)
         ]
 

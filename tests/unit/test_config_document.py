@@ -220,8 +220,17 @@ def test_a_configmap_manifest_with_a_duplicate_in_its_config_yaml_is_refused(
     assert "line 5 (line 10 of the file)" in err.value.problem, err.value
 
 
+def test_data_mappings_keep_case_sensitive_keys_but_not_exact_duplicates() -> None:
+    """Field names fold case; env names, labels and annotations do not (PATH is not Path)."""
+    config = parse_config_text("plugins: [{name: a, binary: {path: sleep, env: {Path: x, PATH: y}}}]\n")
+    assert config.plugins[0].config.env == (("Path", "x"), ("PATH", "y"))
+    err = refused("plugins: [{name: a, binary: {path: sleep, env: {A: x, A: y}}}]\n")
+    assert err.path == "plugins[0].binary.env" and "duplicate key: 'A'" in err.problem
+
+
 def test_a_mapping_built_in_code_with_two_spellings_is_refused() -> None:
-    with pytest.raises(ConfigError, match="'restartPolicy' and 'restartpolicy' are the same"):
+    with pytest.raises(ConfigError, match="'restartPolicy' and 'restartpolicy' are the same key "
+                                          r"\(field names match case-insensitively"):
         ConfigReader({"restartPolicy": "Always", "restartpolicy": "Never"}, "", "code")
     with pytest.raises(ConfigError, match="same key"):
         parse_config({"plugins": [], "logLevel": "info", "loglevel": "debug"})
