@@ -176,3 +176,22 @@ def test_history_survives_a_plugin_restart(tmp_path: Path, file_dir: Path,
         after = [(h["version"], h["success"]) for h in again.status()["history"]]
         assert after == before
         assert again.status()["restore"]["state"] == "in-place"
+
+
+def test_the_manifest_older_versions_kept_in_fileDir_moves_to_the_state_dir(
+        tmp_path: Path, file_dir: Path, upstream: UpstreamServer, game: FakeGame) -> None:
+    """fileDir is the game's (DESIGN §5): kidecar 0.1's manifest there is taken over, then gone."""
+    import json
+
+    url = upstream.add_file("index.html", NEW)
+    apply_v2(tmp_path, file_dir, game, url)
+    (tmp_path / "state" / "hot-update-applied.marker").unlink()  # as 0.1 left the state dir
+    info = (file_dir / "index.html").stat()
+    (file_dir / ".kidecar-hot-update.json").write_text(json.dumps({
+        "version": "v2", "url": url, "file_name": "index.html", "size": info.st_size,
+        "mtime_ns": info.st_mtime_ns, "sha256": ""}))
+    with PluginRun(signal_config(file_dir, game.tag), tmp_path / "state") as run:
+        assert run.status()["restore"]["state"] == "in-place"
+        assert run.call({"version": "v2", "url": url})[1]["status"] == "unchanged"
+    assert sorted(p.name for p in file_dir.iterdir()) == ["index.html"]
+    assert upstream.count("/files/index.html") == 1, "nothing downloaded again"

@@ -93,7 +93,7 @@ class FileSlot:
                 remove_quietly(entry)
             elif entry.name.startswith(BACKUP_PREFIX):
                 self._restore_backup(entry, self.dir / entry.name[len(BACKUP_PREFIX):])
-        self.sync_dir()
+        fsync_dir(self.dir)
 
     def _restore_backup(self, backup: Path, target: Path) -> None:
         if target.exists() and os.path.samefile(backup, target):
@@ -124,7 +124,7 @@ class FileSlot:
         except BaseException:
             remove_quietly(backup)
             raise
-        self.sync_dir()
+        fsync_dir(self.dir)
         return Installed(self, target, backup if had_previous else None)
 
     def take_legacy_manifest(self) -> dict[str, Any] | None:
@@ -147,9 +147,6 @@ class FileSlot:
             return None
         return {k: data.get(k, "") for k in fields}
 
-    def sync_dir(self) -> None:
-        fsync_dir(self.dir)
-
 
 class Installed:
     """A file just put in place: ``commit`` drops the backup, ``rollback`` restores it."""
@@ -169,4 +166,4 @@ class Installed:
             os.replace(self.backup, self.target)
         else:
             remove_quietly(self.target)
-        self.slot.sync_dir()
+        fsync_dir(self.slot.dir)
