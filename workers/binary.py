@@ -66,9 +66,9 @@ class BinaryConfig:
         cfg = cls(path=path, args=args, env=tuple((n, v) for n, v, _ in env),
                   working_dir=working_dir, output_lines_per_second=lines,
                   output_bytes_per_second=size)
-        size = exec_size(cfg.argv(), dict(cfg.env))
-        if size > arg_max():
-            raise reader.error("args", f"the program's arguments and env take {size} bytes; "
+        needed = exec_size(cfg.argv(), dict(cfg.env))
+        if needed > arg_max():
+            raise reader.error("args", f"the program's arguments and env take {needed} bytes; "
                                        f"the kernel accepts at most {arg_max()} (ARG_MAX)")
         return cfg
 
