@@ -19,7 +19,7 @@ from kidecar_supervisor.config_document import (
     expand_environment,
     literal_block_first_line,
     load_yaml,
-    read_config_bytes,
+    read_config_text,
 )
 from kidecar_supervisor.config_reader import ConfigError, ConfigReader
 from kidecar_supervisor.plugin_api import Plugin
@@ -146,7 +146,7 @@ def load_config(path: str | os.PathLike[str], *, unset_ok: bool = False,
     of refusing it: ``kidecar validate`` away from the image, where the pod's
     environment does not exist, still checks the rest of the document.
     """
-    text = read_config_bytes(path)
+    text = read_config_text(path)
     return parse_config_text(text, str(path), unset_ok=unset_ok, environ=environ)
 
 

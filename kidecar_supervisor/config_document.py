@@ -40,7 +40,7 @@ _SCOPED = re.compile(r"[A-Za-z]+:.*", re.DOTALL)
 KeyLines = dict[str, dict[str, str]]
 
 
-def read_config_bytes(path: str | os.PathLike[str]) -> str:
+def read_config_text(path: str | os.PathLike[str]) -> str:
     """The file's text, refused by size first: the stat costs nothing, the read may.
 
     At most ``MAX_CONFIG_BYTES + 1`` bytes are read even if the size could not be
