@@ -7,7 +7,7 @@
 # (hot_update/file_sync loadPatchType: signal) needs shareProcessNamespace: true in the
 # pod AND either the game's own UID (securityContext.runAsUser) or root with CAP_KILL;
 # see docs/deploy.md. The install steps below are exercised in CI without a Docker
-# engine by tools/docker-steps-check (tests/test_dockerfile_steps.py): keep RUN steps
+# engine by tools/docker-steps-check (tests/process/test_dockerfile_steps.py): keep RUN steps
 # to what that tool understands (pip install, groupadd/useradd, mkdir, chown, chmod).
 FROM python:3.11-slim-bookworm
 
