@@ -23,14 +23,14 @@ import selectors
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kidecar_supervisor import __version__
 from kidecar_supervisor.child import Child
 from kidecar_supervisor.children import become_subreaper, kill_descendants, reap_all
-from kidecar_supervisor.config import RestartSettings, SidecarConfig
+from kidecar_supervisor.config import HttpSettings, RestartSettings, SidecarConfig
 from kidecar_supervisor.control import ControlInbox, ControlTable
 from kidecar_supervisor.control_channel import (
     ControlError,
@@ -108,6 +108,10 @@ class Supervisor:
         #: when every child must be gone (shutdown) or stopped (drain)
         self._stop_by = 0.0
         self._control: ControlServer | None = None
+        #: a new HTTP child started by an operator's restart, not serving yet
+        self._http_next: Child | None = None
+        #: HTTP children replaced by a newer one, finishing their requests
+        self._http_retiring: list[Child] = []
 
     # -- plan --------------------------------------------------------------------
     def _plan_children(self, config: SidecarConfig) -> list[Child]:
@@ -115,8 +119,7 @@ class Supervisor:
         children = [
             Child(STORAGE, ChildKind.STORAGE, _INTERNAL_RESTART, self.launcher, internal=True,
                   boot_order=-2),
-            Child("http", ChildKind.HTTP, _INTERNAL_RESTART, self.launcher, internal=True,
-                  boot_order=-1),
+            self._new_http_child(),
         ]
         specs = sorted((s for s in config.plugins if s.enabled), key=lambda s: s.boot_order)
         for spec in specs:
@@ -132,6 +135,11 @@ class Supervisor:
 
     def child(self, name: str) -> Child | None:
         return next((c for c in self.children if c.name == name), None)
+
+    def _every_child(self) -> list[Child]:
+        """The children, and HTTP children on their way in or out (restart of http)."""
+        extra = [self._http_next] if self._http_next is not None else []
+        return self.children + extra + self._http_retiring
 
     # -- start-up ----------------------------------------------------------------
     def run(self) -> int:
@@ -195,23 +203,23 @@ class Supervisor:
                 self.table.serve(pending)
             now = time.monotonic()
             self._run_timers(now)
-            if self.shutting_down and not any(c.alive for c in self.children):
+            if self.shutting_down and not any(c.alive for c in self._every_child()):
                 return
             timeout = 0.0 if self.inbox.pending() else self._next_timer(time.monotonic())
 
     def _next_timer(self, now: float) -> float:
         deadlines = [now + 1.0]  # a floor tick: heartbeat checks need no exact timer
-        deadlines += [d for c in self.children if (d := c.next_deadline()) is not None]
+        deadlines += [d for c in self._every_child() if (d := c.next_deadline()) is not None]
         return max(0.0, min(deadlines) - now)
 
     def _run_timers(self, now: float) -> None:
         self.router.expire(now)
-        for child in self.children:
+        for child in self._every_child():
             child.tick(now, may_start=not self.shutting_down)
             if child.output is not None:
                 self._report_dropped_output(child, child.output.report(now))
         if self.shutting_down:
-            self._stop_in_order(self._stop_by)
+            self._stop_for_shutdown(self._stop_by)
         elif self.mode == Mode.DRAINING:
             self._drain_step()
         elif self.mode == Mode.SERVING:
@@ -260,11 +268,12 @@ class Supervisor:
 
     def _reap(self) -> None:
         for pid, code in reap_all():
-            child = next((c for c in self.children if c.pid == pid), None)
+            child = next((c for c in self._every_child() if c.pid == pid), None)
             if child is None:
                 log.debug("reaped adopted orphan %d (exit %d)", pid, code)
                 continue
-            self._on_exit(child, code)
+            if not self._http_exited(child, code):
+                self._on_exit(child, code)
 
     def _on_exit(self, child: Child, code: int) -> None:
         if child.popen is not None:
@@ -376,7 +385,9 @@ class Supervisor:
 
     def operator_action(self, child: Child, op: Op) -> None:
         grace = self._grace(child, child.restart.stop_grace_seconds)
-        if op == Op.RESTART:
+        if op == Op.RESTART and child.kind == ChildKind.HTTP and child.alive:
+            self._restart_http(child)
+        elif op == Op.RESTART:
             child.restart_now(grace)
         elif op == Op.STOP:
             child.disable(grace)
@@ -384,9 +395,66 @@ class Supervisor:
             child.enable()
 
     def http_serving(self, pid: int) -> None:
+        successor = self._http_next
+        if successor is not None and successor.pid == pid:
+            successor.mark_serving()
+            self._promote_http(successor)
+            return
         http = self.child("http")
-        if http is not None:
+        if http is not None and (pid in (0, http.pid)):
             http.mark_serving()
+
+    # -- restart of HTTP: the new one serves before the old one stops ------------------------
+    def _restart_http(self, old: Child) -> None:
+        """Start a second HTTP child on the shared listening socket (as a hot upgrade
+        does); the old one stops gracefully only once the new one serves, so no
+        request is refused and the old one's in-flight requests are answered."""
+        if self._http_next is not None:
+            log.info("http: a restart is already under way")
+            return
+        successor = self._new_http_child()
+        successor.restarts = old.restarts + 1
+        self._http_next = successor
+        log.info("http: restarting; the current worker serves until the new one does")
+        successor.start()
+        if not successor.alive:  # could not even fork: keep the old one
+            self._http_next = None
+
+    def _promote_http(self, successor: Child) -> None:
+        self._http_next = None
+        index = next(i for i, c in enumerate(self.children) if c.kind == ChildKind.HTTP)
+        old = self.children[index]
+        self.children[index] = successor
+        if not old.alive:
+            return
+        self._http_retiring.append(old)
+        log.info("http: the new worker (pid %d) serves; stopping the old one (pid %d)",
+                 successor.pid, old.pid)
+        old.disable(self._grace(old, old.restart.stop_grace_seconds))
+
+    def _http_exited(self, child: Child, code: int) -> bool:
+        """Exits during a restart of HTTP; False for every other exit."""
+        if child is self._http_next:
+            log.warning("http: the new worker exited before it served; the old one serves on")
+            child.disable(0.0)
+            self._on_exit(child, code)
+            self._http_next = None
+            return True
+        if child in self._http_retiring:
+            self._on_exit(child, code)
+            self._http_retiring.remove(child)
+            return True
+        if child.kind == ChildKind.HTTP and self._http_next is not None:
+            # the current one died while its successor starts: the successor takes over
+            child.disable(0.0)
+            self._on_exit(child, code)
+            self._promote_http(self._http_next)
+            return True
+        return False
+
+    def _new_http_child(self) -> Child:
+        return Child("http", ChildKind.HTTP, _INTERNAL_RESTART, self.launcher, internal=True,
+                     boot_order=-1)
 
     def handed_over(self, peer: int) -> None:
         self._begin_drain(peer)
@@ -398,11 +466,20 @@ class Supervisor:
     def _grace(self, child: Child, grace: float) -> float:
         """HTTP gets at least gunicorn's own graceful timeout to finish requests."""
         if child.kind == ChildKind.HTTP:
-            return max(grace, self.config.http.graceful_timeout_seconds + 1.0)
+            return max(grace, self._http_settings().graceful_timeout_seconds + 1.0)
         return grace
+
+    def _http_settings(self) -> HttpSettings:
+        """A stopping HTTP worker answers its in-flight requests for up to the shutdown
+        grace: a plugin asked to stop answers its call within it (issue 17)."""
+        http = self.config.http
+        graceful = max(http.graceful_timeout_seconds, self.options.shutdown_grace_seconds)
+        return replace(http, graceful_timeout_seconds=graceful)
 
     # -- shutdown and drain -----------------------------------------------------------------
     def begin_shutdown(self, reason: str) -> None:
+        """SIGTERM: everything must be gone within one grace period (the kubelet's 30 s
+        default leaves room for the default 25 s); see ``_stop_for_shutdown``."""
         if self.shutting_down:
             return
         log.info("shutting down: %s", reason)
@@ -410,16 +487,27 @@ class Supervisor:
         self._stop_by = time.monotonic() + self.options.shutdown_grace_seconds
         self._boot_index = len(self.children)
         self.router.fail_all_queued("kidecar is shutting down")
-        for child in self.children:
+        for child in self._every_child():
             child.stand_down(for_good=False)
 
-    def _stop_in_order(self, deadline: float) -> bool:
-        """Stop HTTP first (no new requests), then plugins in reverse boot order, storage
-        last, one at a time; True while some child is still alive."""
+    def _stop_for_shutdown(self, deadline: float) -> None:
+        """One deadline for all: HTTP stops accepting at once and keeps its in-flight
+        requests until they are answered (or the deadline); at the same moment the
+        plugins begin to stop, in reverse boot order, each within what is left of the
+        deadline, so a plugin call in flight is answered (by the plugin, or 503 when it
+        exits) while HTTP can still write the answer. Storage stops last."""
         remaining = max(0.0, deadline - time.monotonic())
-        order = [c for c in self.children if c.kind == ChildKind.HTTP]
-        order += [c for c in reversed(self.children) if c.kind in USER_KINDS]
-        order += [c for c in self.children if c.kind == ChildKind.STORAGE]
+        for http in (c for c in self._every_child() if c.kind == ChildKind.HTTP):
+            if http.alive and http.state != ChildState.STOPPING:
+                http.stop(remaining)
+        self._stop_one_by_one(self._plugins_then_storage(), remaining)
+
+    def _plugins_then_storage(self) -> list[Child]:
+        order = [c for c in reversed(self.children) if c.kind in USER_KINDS]
+        return order + [c for c in self.children if c.kind == ChildKind.STORAGE]
+
+    def _stop_one_by_one(self, order: list[Child], remaining: float) -> bool:
+        """Stop each child once the one before it is gone; True while one is alive."""
         for child in order:
             if child.alive and child.state != ChildState.STOPPING:
                 child.stop(self._grace(child, min(child.restart.stop_grace_seconds, remaining)))
@@ -431,16 +519,21 @@ class Supervisor:
         """A newer kidecar serves our socket: stop accepting, finish, stop plugins, idle."""
         log.info("hot upgrade: version %s serves now; draining", peer)
         self.mode = Mode.DRAINING
-        grace = max([self.config.http.graceful_timeout_seconds + 1.0]
+        grace = max([self._http_settings().graceful_timeout_seconds + 1.0]
                     + [c.restart.stop_grace_seconds for c in self.children])
         self._stop_by = time.monotonic() + grace * 2
         self._boot_index = len(self.children)  # never start what was still waiting to boot
         self.router.fail_all_queued("kidecar handed over to a newer instance")
-        for child in self.children:
+        for child in self._every_child():
             child.stand_down(for_good=True)
 
     def _drain_step(self) -> None:
-        if self._stop_in_order(self._stop_by):
+        """HTTP first (its in-flight requests finish, plugins still answer them), then
+        plugins in reverse boot order, storage last: a newer instance serves, so there
+        is no hurry (unlike a SIGTERM)."""
+        remaining = max(0.0, self._stop_by - time.monotonic())
+        http = [c for c in self._every_child() if c.kind == ChildKind.HTTP]
+        if self._stop_one_by_one(http + self._plugins_then_storage(), remaining):
             return
         self.upgrade.release()
         self.mode = Mode.IDLE
@@ -449,7 +542,7 @@ class Supervisor:
     def _final_sweep(self) -> None:
         if self._control is not None:
             self._control.close()
-        for child in self.children:
+        for child in self._every_child():
             if child.alive:
                 self.launcher.signal_group(child.pid, signal.SIGKILL)
         leftovers = kill_descendants()
@@ -485,5 +578,5 @@ class Supervisor:
             except ControlError as exc:
                 log.warning("could not report the HTTP worker ready: %s", exc)
 
-        return serve_http(self._http_app, listener.fileno(), self.config.http,
+        return serve_http(self._http_app, listener.fileno(), self._http_settings(),
                           self.config.log_level, worker_ready)
