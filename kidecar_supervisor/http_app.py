@@ -152,7 +152,7 @@ def _hot_update_params() -> tuple[dict[str, Any], str]:
         source: dict[str, Any] = read_json_object(request)
     else:
         source = request.form.to_dict() or request.args.to_dict()
-    check_fields(source, current_app.config.get("KIDECAR_MAX_FIELD_BYTES", 8192))
+    check_fields(source, current_app.config["KIDECAR_MAX_FIELD_BYTES"])
     # every field goes to the plugin, so a typo (``sha=``) gets its 400, not silence
     params: dict[str, Any] = dict(source)
     for key, value in params.items():
