@@ -148,6 +148,9 @@ def test_in_flight_hot_update_completes_across_the_handoff(tmp_path: Path, game:
     port = free_port()
     (tmp_path / "v1").mkdir()
     (tmp_path / "v2").mkdir()
+    # as in the pod: both containers mount the kidecar-state emptyDir (kidecar's own
+    # files, e.g. hot_update's version marker, live there, never in fileDir)
+    (tmp_path / "v2" / "state").symlink_to(tmp_path / "v1" / "state")
     with UpstreamServer() as upstream:
         v1 = start_sidecar(_config(shared, game), tmp_path / "v1", env=_env(1, 0, handoff),
                            port=port, wait_ready=True)
