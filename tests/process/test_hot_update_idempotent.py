@@ -104,5 +104,9 @@ def test_many_parallel_posts_of_the_applied_version_are_all_200(
         assert bodies == {"unchanged": 4000}
         assert upstream.count("/files/index.html") == 1, "the applied version is never fetched"
         assert (file_dir / "index.html").read_bytes() == NEW
+        metrics = sidecar.get("/metrics").text
+        assert [line for line in metrics.splitlines()
+                if line.startswith("kidecar_hot_update_unrecorded_results")
+                and line.endswith(" 0.0")], "the unrecorded-results gauge is published"
     finally:
         assert sidecar.stop() == 0
