@@ -25,6 +25,7 @@ from typing import Protocol
 
 from kidecar_supervisor import children
 from kidecar_supervisor.child import Child, Process
+from kidecar_supervisor.output_limiter import DropReport
 from kidecar_supervisor.pipe_frames import PipeFrameError
 from kidecar_supervisor.plugin_api import Plugin, PodIdentity
 from kidecar_supervisor.protocol import PipeMessage
@@ -202,6 +203,40 @@ class Launcher:
         except OSError:
             return b""
 
+    def pump_output(self, child: Child) -> None:
+        """One bounded chunk of output into the log, within the child's limits."""
+        data = self.read_output(child)
+        if data is None:
+            return
+        if not data:
+            self.finish_output(child)
+            return
+        assert child.output is not None
+        for line in child.output.feed(data, self.clock()):
+            _log_output(child, line)
+
+    def finish_output(self, child: Child) -> None:
+        """The program closed its output (or exited): last line, last report, close."""
+        if child.output_fd < 0:
+            return
+        if child.output is not None:
+            for line in child.output.flush():
+                _log_output(child, line)
+            self.report_dropped_output(child, child.output.pending_report())
+        self.close_output(child)
+
+    @staticmethod
+    def report_dropped_output(child: Child, report: DropReport | None) -> None:
+        if report is None or child.output is None:
+            return
+        limits = child.output.limits
+        log.warning("%s: dropped %d output line(s) (%d bytes) in %.1fs: over the limit of "
+                    "%g lines/s, %d bytes/s (%d dropped since start)", child.name, report.lines,
+                    report.bytes, report.seconds, limits.lines_per_second,
+                    limits.bytes_per_second, child.output.dropped_lines_total,
+                    extra={"plugin": child.name, "fields": {
+                        "droppedLines": report.lines, "droppedBytes": report.bytes}})
+
     def close_output(self, child: Child) -> None:
         if child.output_fd < 0:
             return
@@ -213,3 +248,6 @@ class Launcher:
             child.popen.stdout.close()
         child.output_fd = -1
 
+
+def _log_output(child: Child, line: str) -> None:
+    log.info("%s", line, extra={"plugin": child.name, "fields": {"stream": "output"}})

@@ -8,8 +8,9 @@ stop deadlines) bound the sleep. Each wake-up does a bounded amount of work,
 so a control request (``/healthz``) is answered within one turn.
 
 Where the rest lives: a child's life and its transitions in ``child.py``
-(``states.py`` names them); fork/exec and pipe I/O in ``launcher.py``; routed
-calls in ``router.py``; control requests in ``control.py``; the SidecarSet hot
+(``states.py`` names them); fork/exec, pipe and output I/O in ``launcher.py``;
+routed calls in ``router.py``; control requests in ``control.py``; the HTTP
+child and its gapless restart in ``http_child.py``; the SidecarSet hot
 upgrade's socket in ``upgrade.py``; a binary's output limits in
 ``output_limiter.py``.
 """
@@ -23,21 +24,21 @@ import selectors
 import signal
 import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kidecar_supervisor import __version__
 from kidecar_supervisor.child import Child
 from kidecar_supervisor.children import become_subreaper, kill_descendants, reap_all
-from kidecar_supervisor.config import HttpSettings, RestartSettings, SidecarConfig
+from kidecar_supervisor.config import SidecarConfig
 from kidecar_supervisor.control import ControlInbox, ControlTable
 from kidecar_supervisor.control_channel import (
-    ControlError,
     ControlServer,
     control_socket_path,
     create_authkey,
 )
+from kidecar_supervisor.http_child import INTERNAL_RESTART, HttpChild
 from kidecar_supervisor.launcher import Launcher
 from kidecar_supervisor.output_limiter import OutputLimiter, OutputLimits
 from kidecar_supervisor.plugin_api import PodIdentity, storage_configs
@@ -62,9 +63,6 @@ from kidecar_supervisor.upgrade import HotUpgrade
 
 log = logging.getLogger("kidecar.supervisor")
 
-#: HTTP and storage are part of kidecar itself: they restart forever, quickly
-_INTERNAL_RESTART = RestartSettings(policy="Always", backoff_seconds=0.2, max_backoff_seconds=5.0,
-                                    max_restarts=1_000_000, heartbeat_timeout_seconds=60.0)
 _BOOT_STEP_TIMEOUT = 30.0
 #: control requests answered per wake-up (the rest on the next turn, at once)
 _CONTROL_PER_WAKEUP = 64
@@ -99,8 +97,10 @@ class Supervisor:
         self.router = Router(self)
         self.table = ControlTable(self)
         self.upgrade = HotUpgrade(options.host, options.port, self._handed_over_from_thread)
+        self.http = HttpChild(config, options.shutdown_grace_seconds,
+                              lambda: self.upgrade.listener)
         self.launcher = Launcher(self._selector, options.state_dir, self.identity,
-                                 self._http_body, self._http_fds, self)
+                                 self.http.body, self.http.keep_fds, self)
         self.children = self._plan_children(config)
         self._gauges: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
         self._boot_index = 0
@@ -108,18 +108,14 @@ class Supervisor:
         #: when every child must be gone (shutdown) or stopped (drain)
         self._stop_by = 0.0
         self._control: ControlServer | None = None
-        #: a new HTTP child started by an operator's restart, not serving yet
-        self._http_next: Child | None = None
-        #: HTTP children replaced by a newer one, finishing their requests
-        self._http_retiring: list[Child] = []
 
     # -- plan --------------------------------------------------------------------
     def _plan_children(self, config: SidecarConfig) -> list[Child]:
         """Boot order: storage, HTTP, then plugins by ascending bootOrder (stable)."""
         children = [
-            Child(STORAGE, ChildKind.STORAGE, _INTERNAL_RESTART, self.launcher, internal=True,
+            Child(STORAGE, ChildKind.STORAGE, INTERNAL_RESTART, self.launcher, internal=True,
                   boot_order=-2),
-            self._new_http_child(),
+            self.http.new_child(self.launcher),
         ]
         specs = sorted((s for s in config.plugins if s.enabled), key=lambda s: s.boot_order)
         for spec in specs:
@@ -138,8 +134,7 @@ class Supervisor:
 
     def _every_child(self) -> list[Child]:
         """The children, and HTTP children on their way in or out (restart of http)."""
-        extra = [self._http_next] if self._http_next is not None else []
-        return self.children + extra + self._http_retiring
+        return self.children + self.http.extra()
 
     # -- start-up ----------------------------------------------------------------
     def run(self) -> int:
@@ -166,10 +161,10 @@ class Supervisor:
             http = [c for c in self.children if c.kind == ChildKind.HTTP]
             self.children = [c for c in self.children if c.kind != ChildKind.HTTP] + http
         address = control_socket_path(self.options.state_dir)
-        self._authkey = create_authkey(self.options.state_dir)
-        self._control = ControlServer(address, self._authkey, self.inbox.submit)
+        authkey = create_authkey(self.options.state_dir)
+        self._control = ControlServer(address, authkey, self.inbox.submit)
         self._control.start()
-        self._http_app = self._build_http_app(address)
+        self.http.build_app(address, authkey, self.options.token)
         gc.collect()
         gc.freeze()  # forked children share these pages instead of copying them on GC
         log.info("kidecar %s starting (%s): %d plugin(s), HTTP on %s:%d, state in %s",
@@ -197,7 +192,7 @@ class Supervisor:
                 elif kind == "pipe":
                     self._on_pipe(child)
                 elif kind == "output":
-                    self._on_output(child)
+                    self.launcher.pump_output(child)
             self._reap()
             for pending in self.inbox.take(_CONTROL_PER_WAKEUP):
                 self.table.serve(pending)
@@ -217,7 +212,7 @@ class Supervisor:
         for child in self._every_child():
             child.tick(now, may_start=not self.shutting_down)
             if child.output is not None:
-                self._report_dropped_output(child, child.output.report(now))
+                self.launcher.report_dropped_output(child, child.output.report(now))
         if self.shutting_down:
             self._stop_for_shutdown(self._stop_by)
         elif self.mode == Mode.DRAINING:
@@ -272,15 +267,15 @@ class Supervisor:
             if child is None:
                 log.debug("reaped adopted orphan %d (exit %d)", pid, code)
                 continue
-            if not self._http_exited(child, code):
+            if not self.http.exited(self.children, child, code, self._on_exit):
                 self._on_exit(child, code)
 
     def _on_exit(self, child: Child, code: int) -> None:
         if child.popen is not None:
             child.popen.returncode = code
         if child.output_fd >= 0:
-            self._on_output(child)  # what it wrote last
-            self._close_output(child)
+            self.launcher.pump_output(child)  # what it wrote last
+            self.launcher.finish_output(child)
         if child.conn is not None:
             self._on_pipe(child)  # last words (an init error) before the pipe closes
             self.launcher.close_pipe(child)
@@ -341,37 +336,6 @@ class Supervisor:
     def send(self, child: Child, message: PipeMessage) -> bool:
         return self.launcher.send(child, message)
 
-    def _on_output(self, child: Child) -> None:
-        data = self.launcher.read_output(child)
-        if data is None:
-            return
-        if not data:
-            self._close_output(child)
-            return
-        assert child.output is not None
-        for line in child.output.feed(data, time.monotonic()):
-            log.info("%s", line, extra={"plugin": child.name, "fields": {"stream": "output"}})
-
-    def _close_output(self, child: Child) -> None:
-        if child.output_fd < 0:
-            return
-        if child.output is not None:
-            for line in child.output.flush():
-                log.info("%s", line, extra={"plugin": child.name, "fields": {"stream": "output"}})
-            self._report_dropped_output(child, child.output.pending_report())
-        self.launcher.close_output(child)
-
-    def _report_dropped_output(self, child: Child, report: Any) -> None:
-        if report is None or child.output is None:
-            return
-        limits = child.output.limits
-        log.warning("%s: dropped %d output line(s) (%d bytes) in %.1fs: over the limit of "
-                    "%g lines/s, %d bytes/s (%d dropped since start)", child.name, report.lines,
-                    report.bytes, report.seconds, limits.lines_per_second,
-                    limits.bytes_per_second, child.output.dropped_lines_total,
-                    extra={"plugin": child.name, "fields": {
-                        "droppedLines": report.lines, "droppedBytes": report.bytes}})
-
     # -- control host (see control.ControlHost) ------------------------------------------
     def clock(self) -> float:
         return time.monotonic()
@@ -384,9 +348,9 @@ class Supervisor:
                 for (p, n, lbl), v in self._gauges.items()]
 
     def operator_action(self, child: Child, op: Op) -> None:
-        grace = self._grace(child, child.restart.stop_grace_seconds)
+        grace = self.http.grace(child, child.restart.stop_grace_seconds)
         if op == Op.RESTART and child.kind == ChildKind.HTTP and child.alive:
-            self._restart_http(child)
+            self.http.restart(child)  # the new one serves before the old one stops
         elif op == Op.RESTART:
             child.restart_now(grace)
         elif op == Op.STOP:
@@ -395,66 +359,7 @@ class Supervisor:
             child.enable()
 
     def http_serving(self, pid: int) -> None:
-        successor = self._http_next
-        if successor is not None and successor.pid == pid:
-            successor.mark_serving()
-            self._promote_http(successor)
-            return
-        http = self.child("http")
-        if http is not None and (pid in (0, http.pid)):
-            http.mark_serving()
-
-    # -- restart of HTTP: the new one serves before the old one stops ------------------------
-    def _restart_http(self, old: Child) -> None:
-        """Start a second HTTP child on the shared listening socket (as a hot upgrade
-        does); the old one stops gracefully only once the new one serves, so no
-        request is refused and the old one's in-flight requests are answered."""
-        if self._http_next is not None:
-            log.info("http: a restart is already under way")
-            return
-        successor = self._new_http_child()
-        successor.restarts = old.restarts + 1
-        self._http_next = successor
-        log.info("http: restarting; the current worker serves until the new one does")
-        successor.start()
-        if not successor.alive:  # could not even fork: keep the old one
-            self._http_next = None
-
-    def _promote_http(self, successor: Child) -> None:
-        self._http_next = None
-        index = next(i for i, c in enumerate(self.children) if c.kind == ChildKind.HTTP)
-        old = self.children[index]
-        self.children[index] = successor
-        if not old.alive:
-            return
-        self._http_retiring.append(old)
-        log.info("http: the new worker (pid %d) serves; stopping the old one (pid %d)",
-                 successor.pid, old.pid)
-        old.disable(self._grace(old, old.restart.stop_grace_seconds))
-
-    def _http_exited(self, child: Child, code: int) -> bool:
-        """Exits during a restart of HTTP; False for every other exit."""
-        if child is self._http_next:
-            log.warning("http: the new worker exited before it served; the old one serves on")
-            child.disable(0.0)
-            self._on_exit(child, code)
-            self._http_next = None
-            return True
-        if child in self._http_retiring:
-            self._on_exit(child, code)
-            self._http_retiring.remove(child)
-            return True
-        if child.kind == ChildKind.HTTP and self._http_next is not None:
-            # the current one died while its successor starts: the successor takes over
-            child.disable(0.0)
-            self._on_exit(child, code)
-            self._promote_http(self._http_next)
-            return True
-        return False
-
-    def _new_http_child(self) -> Child:
-        return Child("http", ChildKind.HTTP, _INTERNAL_RESTART, self.launcher, internal=True,
-                     boot_order=-1)
+        self.http.serving(self.children, pid)
 
     def handed_over(self, peer: int) -> None:
         self._begin_drain(peer)
@@ -462,19 +367,6 @@ class Supervisor:
     def _handed_over_from_thread(self, peer: int) -> None:
         """Called from the handoff thread: let the main loop drain."""
         self.inbox.submit(request(Op.HANDED_OVER, peer=peer, timeout=10.0))
-
-    def _grace(self, child: Child, grace: float) -> float:
-        """HTTP gets at least gunicorn's own graceful timeout to finish requests."""
-        if child.kind == ChildKind.HTTP:
-            return max(grace, self._http_settings().graceful_timeout_seconds + 1.0)
-        return grace
-
-    def _http_settings(self) -> HttpSettings:
-        """A stopping HTTP worker answers its in-flight requests for up to the shutdown
-        grace: a plugin asked to stop answers its call within it (issue 17)."""
-        http = self.config.http
-        graceful = max(http.graceful_timeout_seconds, self.options.shutdown_grace_seconds)
-        return replace(http, graceful_timeout_seconds=graceful)
 
     # -- shutdown and drain -----------------------------------------------------------------
     def begin_shutdown(self, reason: str) -> None:
@@ -510,7 +402,7 @@ class Supervisor:
         """Stop each child once the one before it is gone; True while one is alive."""
         for child in order:
             if child.alive and child.state != ChildState.STOPPING:
-                child.stop(self._grace(child, min(child.restart.stop_grace_seconds, remaining)))
+                child.stop(self.http.grace(child, min(child.restart.stop_grace_seconds, remaining)))
             if child.alive:
                 return True
         return False
@@ -519,7 +411,7 @@ class Supervisor:
         """A newer kidecar serves our socket: stop accepting, finish, stop plugins, idle."""
         log.info("hot upgrade: version %s serves now; draining", peer)
         self.mode = Mode.DRAINING
-        grace = max([self._http_settings().graceful_timeout_seconds + 1.0]
+        grace = max([self.http.settings().graceful_timeout_seconds + 1.0]
                     + [c.restart.stop_grace_seconds for c in self.children])
         self._stop_by = time.monotonic() + grace * 2
         self._boot_index = len(self.children)  # never start what was still waiting to boot
@@ -550,33 +442,3 @@ class Supervisor:
             log.warning("killed %d leftover descendant process(es)", leftovers)
         self.upgrade.close()
         log.info("kidecar stopped")
-
-    # -- the HTTP child ------------------------------------------------------------------------
-    def _build_http_app(self, address: str) -> Any:
-        """Built once, before forking: every HTTP child shares its pages."""
-        from kidecar_supervisor.control_channel import ControlClient
-        from kidecar_supervisor.http_app import create_app
-
-        self._http_client = ControlClient(address, self._authkey)
-        return create_app(self._http_client, token=self.options.token)
-
-    def _http_fds(self) -> set[int]:
-        listener = self.upgrade.listener
-        return {listener.fileno()} if listener is not None else set()
-
-    def _http_body(self) -> int:
-        """Runs in the forked HTTP child."""
-        from kidecar_supervisor.http_server import serve_http
-
-        listener = self.upgrade.listener
-        assert listener is not None
-        client = self._http_client
-
-        def worker_ready(worker: Any) -> None:
-            try:
-                client.request(request(Op.HTTP_SERVING, pid=os.getpid()), timeout=5.0)
-            except ControlError as exc:
-                log.warning("could not report the HTTP worker ready: %s", exc)
-
-        return serve_http(self._http_app, listener.fileno(), self._http_settings(),
-                          self.config.log_level, worker_ready)

@@ -1,0 +1,154 @@
+"""The HTTP child: what it runs once forked, how long it may take to stop, and a
+restart that never leaves the port unanswered.
+
+The HTTP child is one gunicorn worker (``http_server.serve_http``) accepting on
+the listening socket the supervisor owns. ``POST /plugins/http/restart`` does
+what the SidecarSet hot upgrade does between two containers: a new HTTP child
+starts on the same socket (one shared accept queue), and only once it reports
+serving is the old one stopped, gracefully, so its requests in flight are
+answered and no connection waits for nobody. A new child that dies before it
+serves is dropped; the old one never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from kidecar_supervisor.child import Child, ChildOps
+from kidecar_supervisor.config import HttpSettings, RestartSettings, SidecarConfig
+from kidecar_supervisor.control_channel import ControlClient, ControlError
+from kidecar_supervisor.protocol import Op, request
+from kidecar_supervisor.states import ChildKind
+
+log = logging.getLogger("kidecar.http")
+
+#: HTTP (and storage) are part of kidecar itself: they restart forever, quickly
+INTERNAL_RESTART = RestartSettings(policy="Always", backoff_seconds=0.2, max_backoff_seconds=5.0,
+                                   max_restarts=1_000_000, heartbeat_timeout_seconds=60.0)
+NAME = "http"
+
+
+class HttpChild:
+    def __init__(self, config: SidecarConfig, shutdown_grace: float,
+                 listener: Callable[[], socket.socket | None]) -> None:
+        self.config = config
+        self.shutdown_grace = shutdown_grace
+        self._listener = listener
+        self._app: Any = None
+        self._client: ControlClient | None = None
+        #: a new HTTP child started by a restart, not serving yet
+        self.successor: Child | None = None
+        #: HTTP children replaced by a newer one, finishing their requests
+        self.retiring: list[Child] = []
+
+    # -- the forked child ---------------------------------------------------------------
+    def build_app(self, address: str, authkey: bytes, token: str) -> None:
+        """Built once, before forking: every HTTP child shares its pages."""
+        from kidecar_supervisor.http_app import create_app
+
+        self._client = ControlClient(address, authkey)
+        self._app = create_app(self._client, token=token)
+
+    def keep_fds(self) -> set[int]:
+        listener = self._listener()
+        return {listener.fileno()} if listener is not None else set()
+
+    def body(self) -> int:
+        """Runs in the forked HTTP child: serve until SIGTERM (graceful)."""
+        from kidecar_supervisor.http_server import serve_http
+
+        listener = self._listener()
+        client = self._client
+        assert listener is not None and client is not None
+
+        def worker_ready(worker: Any) -> None:
+            try:
+                client.request(request(Op.HTTP_SERVING, pid=os.getpid()), timeout=5.0)
+            except ControlError as exc:
+                log.warning("could not report the HTTP worker ready: %s", exc)
+
+        return serve_http(self._app, listener.fileno(), self.settings(), self.config.log_level,
+                          worker_ready)
+
+    def settings(self) -> HttpSettings:
+        """A stopping HTTP worker answers its in-flight requests for up to the shutdown
+        grace: a plugin asked to stop answers its call within it (issue 17)."""
+        http = self.config.http
+        return replace(http, graceful_timeout_seconds=max(http.graceful_timeout_seconds,
+                                                          self.shutdown_grace))
+
+    def grace(self, child: Child, grace: float) -> float:
+        """HTTP gets at least gunicorn's own graceful timeout to finish requests."""
+        if child.kind == ChildKind.HTTP:
+            return max(grace, self.settings().graceful_timeout_seconds + 1.0)
+        return grace
+
+    @staticmethod
+    def new_child(ops: ChildOps) -> Child:
+        return Child(NAME, ChildKind.HTTP, INTERNAL_RESTART, ops, internal=True, boot_order=-1)
+
+    # -- restart without a gap ------------------------------------------------------------
+    def extra(self) -> list[Child]:
+        """HTTP children on their way in or out (not in the supervisor's list)."""
+        return ([self.successor] if self.successor is not None else []) + self.retiring
+
+    def restart(self, old: Child) -> None:
+        if self.successor is not None:
+            log.info("http: a restart is already under way")
+            return
+        successor = self.new_child(old.ops)
+        successor.restarts = old.restarts + 1
+        self.successor = successor
+        log.info("http: restarting; the current worker serves until the new one does")
+        successor.start()
+        if not successor.alive:  # could not even fork: the old one serves on
+            self.successor = None
+
+    def serving(self, children: list[Child], pid: int) -> None:
+        """An HTTP worker accepts now: the current one is ready, a successor takes over."""
+        successor = self.successor
+        if successor is not None and successor.pid == pid:
+            successor.mark_serving()
+            self._promote(children, successor)
+            return
+        current = next((c for c in children if c.kind == ChildKind.HTTP), None)
+        if current is not None and pid in (0, current.pid):
+            current.mark_serving()
+
+    def _promote(self, children: list[Child], successor: Child) -> None:
+        self.successor = None
+        index = next(i for i, c in enumerate(children) if c.kind == ChildKind.HTTP)
+        old = children[index]
+        children[index] = successor
+        if not old.alive:
+            return
+        self.retiring.append(old)
+        log.info("http: the new worker (pid %d) serves; stopping the old one (pid %d)",
+                 successor.pid, old.pid)
+        old.disable(self.grace(old, old.restart.stop_grace_seconds))
+
+    def exited(self, children: list[Child], child: Child, code: int,
+               on_exit: Callable[[Child, int], None]) -> bool:
+        """Handle an exit that belongs to a restart of HTTP; False for any other."""
+        if child is self.successor:
+            log.warning("http: the new worker exited before it served; the old one serves on")
+            child.disable(0.0)
+            on_exit(child, code)
+            self.successor = None
+            return True
+        if child in self.retiring:
+            on_exit(child, code)
+            self.retiring.remove(child)
+            return True
+        if child.kind == ChildKind.HTTP and self.successor is not None:
+            # the current one died while its successor starts: the successor takes over
+            child.disable(0.0)
+            on_exit(child, code)
+            self._promote(children, self.successor)
+            return True
+        return False
