@@ -41,7 +41,7 @@ from typing import Any
 from gunicorn.http import errors as http_errors
 from gunicorn.http.parser import RequestParser
 from gunicorn.http.unreader import SocketUnreader
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 #: requests that must answer whatever other clients do (liveness, readiness, scrapes)
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -227,6 +227,8 @@ class GuardedThreadWorker(ThreadWorker):
         self.waiting: OrderedDict[WaitingConn, None] = OrderedDict()
         #: requests handed to a pool and not finished, by "is a probe"
         self.queued = {False: 0, True: 0}
+        #: once stopping: when every waiting connection is closed
+        self.stop_deadline: float | None = None
 
     def init_process(self) -> None:
         self.probe_pool = futures.ThreadPoolExecutor(
@@ -378,14 +380,22 @@ class GuardedThreadWorker(ThreadWorker):
             self._linger(conn)
 
     def murder_pending(self) -> None:
-        """Close waiting connections past their deadline (and, once stopping, all but lingering)."""
+        """Close waiting connections past their deadline; once stopping, all after a moment.
+
+        Like gunicorn's own stop, a connection gets STOP_KEEPALIVE_LINGER seconds
+        for a request already on its way (answered with ``Connection: close``),
+        no more: half-open clients must not use up the graceful timeout.
+        """
         now = time.monotonic()
+        if not self.alive and self.stop_deadline is None:
+            self.stop_deadline = now + STOP_KEEPALIVE_LINGER
         for conn in list(self.waiting):
-            expired = now >= conn.timeout
-            idle_at_stop = not self.alive and not conn.lingering
-            if not (expired or idle_at_stop):
+            if (self.stop_deadline is not None and now >= self.stop_deadline
+                    and not conn.lingering):
+                self._close_waiting(conn)
+            elif now < conn.timeout:
                 continue
-            if expired and conn.head and not conn.lingering:
+            elif conn.head and not conn.lingering:
                 self._stop_waiting(conn)
                 part, seconds = (("body", self.limits.body_timeout) if conn.awaiting_body
                                  else ("head", self.limits.header_timeout))
