@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in (("status", "show the plugins of a running sidecar"),
                        ("restart", "restart one plugin of a running sidecar"),
-                       ("hot-update", "ask a running sidecar for a hot update")):
+                       ("hot-update", "ask a running sidecar for a hot update"),
+                       ("rollback", "roll a running sidecar's hot update back to a kept "
+                                    "version (default: the previous one)")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--sidecar", default=_default_url(), metavar="URL",
                          help="the sidecar's base URL (default: $KIDECAR_URL or "
@@ -67,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--url", dest="file_url", required=True,
                              help="URL of the new file (http/https)")
             sub.add_argument("--sha256", help="expected sha256 of the file")
+        if name == "rollback":
+            sub.add_argument("--version", dest="rollback_version",
+                             help="a kept version (GET /hot-update lists them)")
 
     health = commands.add_parser(
         "health", help="ask this container's own supervisor (control socket) if it is healthy")
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status,
                 "restart": cmd_restart, "hot-update": cmd_hot_update, "health": cmd_health,
+                "rollback": cmd_rollback,
                 "inject": cmd_inject}
     return int(handlers[args.command](args))
 
@@ -220,6 +226,13 @@ def cmd_hot_update(args: argparse.Namespace) -> int:
     if args.sha256:
         data["sha256"] = args.sha256
     status, body = _http(args, "POST", "/hot-update", data)
+    return _finish(status, body, True)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """``POST /hot-update/rollback``: the answer is an update's (status, version, recorded)."""
+    data = {"version": args.rollback_version} if args.rollback_version else {}
+    status, body = _http(args, "POST", "/hot-update/rollback", data)
     return _finish(status, body, True)
 
 

@@ -99,6 +99,15 @@ def create_app(control: ControlClient, token: str = "",
         return ask({"op": "call", "target": "hot_update", "method": "hot_update",
                     "params": params}, timeout=HOT_UPDATE_TIMEOUT)
 
+    @app.post("/hot-update/rollback")
+    def hot_update_rollback() -> Any:
+        params, problem = _rollback_params()
+        if problem:
+            return error(400, problem)
+        # a rollback downloads nothing but reloads and confirms like an update
+        return ask({"op": "call", "target": "hot_update", "method": "hot_update_rollback",
+                    "params": params}, timeout=HOT_UPDATE_TIMEOUT)
+
     @app.get("/hot-update")
     def hot_update_status() -> Any:
         return ask({"op": "call", "target": "hot_update", "method": "hot_update_status",
@@ -158,6 +167,23 @@ def _hot_update_params() -> tuple[dict[str, Any], str]:
     for key, value in params.items():
         if not isinstance(value, str):
             return {}, f"{key} must be a string"
+    return params, ""
+
+
+def _rollback_params() -> tuple[dict[str, Any], str]:
+    """``POST /hot-update/rollback``'s body: nothing, or ``version`` of a kept version.
+
+    Any other field is a 400: a typo (``versoin=v2``) must not roll back to
+    the previous version instead of the one the operator named.
+    """
+    params, problem = _hot_update_params()
+    if problem:
+        return {}, problem
+    unknown = sorted(set(params) - {"version"})
+    if unknown:
+        return {}, f"unknown field(s) {', '.join(unknown)}; a rollback takes only version"
+    if "version" in params and not params["version"].strip():
+        return {}, "version must not be empty (leave it out to roll back to the previous one)"
     return params, ""
 
 
