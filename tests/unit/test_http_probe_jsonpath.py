@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.http_probe.jsonpath import MISSING, JsonPathError, compile_path
+from kidecar_supervisor.plugin_kit.jsonpath import MISSING, JsonPathError, compile_path
 
 DOC = {
     "state": "idle",

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from kidecar_supervisor.plugin_kit.jsonpath import compile_path
 from tests.support.game_endpoint import GameEndpoint
 from workers.http_probe.config import EndpointConfig, JsonPathConfig
-from workers.http_probe.jsonpath import compile_path
 from workers.http_probe.prober import MAX_BODY, HttpProber, ProbeError, render_value
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from kidecar_supervisor.plugin_api import ConfigReader, StorageConfig
-from workers.http_probe.jsonpath import JsonPath, JsonPathError, compile_path
+from kidecar_supervisor.plugin_kit.jsonpath import JsonPath, JsonPathError, compile_path
 from workers.http_probe.markers import is_valid_label_value, is_valid_qualified_name
 
 log = logging.getLogger("kidecar.http_probe")

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from kidecar_supervisor.plugin_kit.jsonpath import MISSING
 from workers.http_probe.config import EndpointConfig, JsonPathConfig
-from workers.http_probe.jsonpath import MISSING
 
 #: the state a failing endpoint is in once failureThreshold is reached
 FAILED = "Failed"

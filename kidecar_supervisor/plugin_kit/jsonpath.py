@@ -1,4 +1,4 @@
-"""A small JSONPath subset for picking the probed state out of a JSON answer.
+"""A small JSONPath subset for picking one value (a probed state, a loaded version) out of JSON.
 
 Game endpoints answer things like ``{"state": "idle", "room": {"players": 3}}``;
 the probe only needs to walk to one value, so the supported syntax is the
