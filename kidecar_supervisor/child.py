@@ -120,6 +120,9 @@ class Child:
     run_error: str = ""
     #: bytes read from the child's pipe that do not make a whole message yet
     inbox: PipeFrames = field(default_factory=PipeFrames)
+    #: messages for the child its pipe did not take yet, and when it last took some
+    outbox: bytearray = field(default_factory=bytearray)
+    outbox_since: float = 0.0
     #: a binary's output: rate limit and partial line (set by the supervisor)
     output: OutputLimiter | None = None
     tracker: RestartTracker = field(init=False)
@@ -164,6 +167,7 @@ class Child:
         self.pid, self.conn, self.output_fd, self.popen = (
             process.pid, process.conn, process.output_fd, process.popen)
         self.inbox = PipeFrames()
+        self.outbox = bytearray()
         now = self.ops.clock()
         self.started_at = now
         self.last_message_at = now

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import selectors
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import Protocol
 from kidecar_supervisor import children
 from kidecar_supervisor.child import Child, Process
 from kidecar_supervisor.output_limiter import DropReport
-from kidecar_supervisor.pipe_frames import PipeFrameError
+from kidecar_supervisor.pipe_frames import PipeFrameError, encode
 from kidecar_supervisor.plugin_api import Plugin, PodIdentity
 from kidecar_supervisor.protocol import PipeMessage
 from kidecar_supervisor.states import ChildKind
@@ -38,6 +37,10 @@ log = logging.getLogger("kidecar.launcher")
 PIPE_READ_BUDGET = 256 * 1024
 #: bytes read from one binary's output per wake-up of the main loop
 OUTPUT_READ_CHUNK = 64 * 1024
+#: a child whose pipe takes no byte of what is queued for it this long is hung
+OUTBOX_STALL_SECONDS = 10.0
+#: ... and so is one with this much queued (its reader thread is stuck)
+MAX_OUTBOX_BYTES = 64 << 20
 
 
 @dataclass
@@ -127,24 +130,61 @@ class Launcher:
         children.signal_group(pid, sig)
 
     def send(self, child: Child, message: PipeMessage) -> bool:
-        """Send without ever blocking the main loop; False if the child is not listening.
+        """Queue ``message`` and write what the pipe takes now, never blocking the main
+        loop (the rest goes when the pipe is writable again); False if the child is
+        not listening.
 
-        A child's reader thread drains its pipe at once, so a pipe too full to take
-        a message means that thread is stuck: the child is killed as hung.
+        A burst of calls larger than the pipe's buffer is normal (eight 64 KiB
+        hot-update requests at once); a child that takes nothing for
+        OUTBOX_STALL_SECONDS (``check_outbox``), or lets MAX_OUTBOX_BYTES pile up,
+        has a stuck reader thread and is killed as hung.
         """
+        if child.conn is None:
+            return False
+        try:
+            frame = encode(message)
+        except Exception as exc:  # noqa: BLE001 - an unpicklable message is our bug, not theirs
+            log.error("cannot send a %s message to %s: %s", message.get("t"), child.name, exc)
+            return False
+        if len(child.outbox) + len(frame) > MAX_OUTBOX_BYTES:
+            self._hung(child)
+            return False
+        if not child.outbox:
+            child.outbox_since = self.clock()
+        child.outbox += frame
+        return self.flush(child)
+
+    def flush(self, child: Child) -> bool:
+        """Write what the pipe takes of the child's queue; watch for writability while
+        some is left. False if the pipe is gone."""
         conn = child.conn
         if conn is None:
             return False
-        try:
-            _, writable, _ = select.select([], [conn.fileno()], [], 0)
-            if not writable:
-                child.kill_hung("not reading its pipe")
+        while child.outbox:
+            try:
+                written = os.write(conn.fileno(), child.outbox)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.close_pipe(child)
                 return False
-            conn.send(message)
-            return True
-        except (OSError, ValueError):
-            self.close_pipe(child)
-            return False
+            del child.outbox[:written]
+            child.outbox_since = self.clock()
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if child.outbox else 0)
+        if self.selector.get_key(conn).events != events:
+            self.selector.modify(conn, events, ("pipe", child))
+        return True
+
+    def check_outbox(self, child: Child, now: float) -> None:
+        if child.outbox and now - child.outbox_since > OUTBOX_STALL_SECONDS:
+            self._hung(child)
+
+    @staticmethod
+    def _hung(child: Child) -> None:
+        """Its reader is stuck: what is queued will never be read (calls in flight are
+        answered 503 when its pipe closes); kill it once."""
+        child.outbox = bytearray()
+        child.kill_hung("not reading its pipe")
 
     def running(self, child: Child) -> None:
         self._events.child_running(child)
@@ -188,6 +228,7 @@ class Launcher:
             pass
         child.conn.close()
         child.conn = None
+        child.outbox = bytearray()
         self._events.pipe_closed(child)
 
     # -- a binary's output -----------------------------------------------------------------

@@ -1,9 +1,12 @@
-"""Whole messages out of a ``multiprocessing`` pipe's byte stream, without blocking.
+"""Whole messages in and out of a ``multiprocessing`` pipe's byte stream, without blocking.
 
 Plugins send with ``Connection.send`` (a length header, then a pickle). The
 supervisor reads whatever bytes are there and takes out only complete
 messages, so a plugin stopped half-way through a message can never block the
-supervisor's main loop (``Connection.recv`` would wait for the rest).
+supervisor's main loop (``Connection.recv`` would wait for the rest). The other
+way, ``encode`` gives the bytes ``Connection.send`` would write, so the
+supervisor can queue them and write what the pipe takes (``Connection.recv``
+in the plugin reads them as usual).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import pickle
 import struct
 from collections.abc import Iterator
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 #: a plugin message larger than this is a bug (or an attack), not a status report
@@ -19,6 +23,14 @@ MAX_MESSAGE_BYTES = 64 << 20
 
 class PipeFrameError(Exception):
     pass
+
+
+def encode(message: Any) -> bytes:
+    """``message`` framed as ``Connection.send`` frames it (4-byte length, pickle)."""
+    payload = bytes(ForkingPickler.dumps(message))
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise PipeFrameError(f"message of {len(payload)} bytes")
+    return struct.pack("!i", len(payload)) + payload
 
 
 class PipeFrames:

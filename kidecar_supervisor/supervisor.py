@@ -183,14 +183,17 @@ class Supervisor:
         while True:
             # events first, timers after: after any stall, heartbeats already waiting
             # in the pipes are read before a plugin is judged hung
-            for key, _ in self._selector.select(timeout):
+            for key, events in self._selector.select(timeout):
                 kind, child = key.data
                 if kind == "signal":
                     self._on_signals()
                 elif kind == "wake":
                     self.inbox.clear_wakeups()
                 elif kind == "pipe":
-                    self._on_pipe(child)
+                    if events & selectors.EVENT_READ:
+                        self._on_pipe(child)
+                    if events & selectors.EVENT_WRITE:
+                        self.launcher.flush(child)
                 elif kind == "output":
                     self.launcher.pump_output(child)
             self._reap()
@@ -210,6 +213,7 @@ class Supervisor:
     def _run_timers(self, now: float) -> None:
         self.router.expire(now)
         for child in self._every_child():
+            self.launcher.check_outbox(child, now)
             child.tick(now, may_start=not self.shutting_down)
             if child.output is not None:
                 self.launcher.report_dropped_output(child, child.output.report(now))

@@ -46,3 +46,19 @@ def test_garbage_is_an_error_not_a_hang() -> None:
     huge.feed(b"\x7f\xff\xff\xff")
     with pytest.raises(PipeFrameError):
         list(huge.messages())
+
+
+def test_encoded_messages_are_what_connection_recv_reads() -> None:
+    from kidecar_supervisor.pipe_frames import encode
+
+    reader, writer = Pipe(duplex=True)
+    big = {"t": "call", "id": 1, "method": "m", "params": {"pad": "x" * 100_000}}
+    data = encode({"t": "stop"}) + encode(big)
+    os.write(writer.fileno(), data[:10])  # a message may go in pieces
+    os.write(writer.fileno(), data[10:70_000])
+    assert reader.recv() == {"t": "stop"}
+    os.write(writer.fileno(), data[70_000:])
+    assert reader.recv() == big
+    frames = PipeFrames()
+    frames.feed(data)
+    assert list(frames.messages()) == [{"t": "stop"}, big]
