@@ -149,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Same document rules as ``run``; this machine's verdict is a warning unless asked."""
-    from kidecar_supervisor.config import load_config, machine_problems
+    from kidecar_supervisor.config import load_config, machine_problems, notes
     from kidecar_supervisor.config_reader import ConfigError
 
     try:
@@ -166,6 +166,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                   "--this-machine makes it an error)", file=sys.stderr)
     if problems and args.this_machine:
         return EXIT_FAILED
+    for note in notes(config):
+        print(f"info: {note}")
     names = ", ".join(f"{p.name} (bootOrder {p.boot_order})" for p in config.plugins) or "none"
     print(f"ok: {args.config}: plugins: {names}")
     return EXIT_OK

@@ -30,6 +30,8 @@ RESTART_POLICIES = ("Always", "OnFailure", "Never")
 START_ORDERS = ("Before", "After")
 _PLUGIN_NAME = r"[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?"
 # Kubernetes resource.Quantity: a decimal with a binary/decimal SI suffix or an exponent
+# a Kubernetes resource name: [prefix/]name, e.g. ephemeral-storage, nvidia.com/gpu
+_RESOURCE_NAME = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _QUANTITY = r"[+]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?"
 
 
@@ -258,6 +260,9 @@ def _check_unique_names(plugins: tuple[PluginSpec, ...], root: ConfigReader) -> 
 
 
 def _parse_resources(root: ConfigReader) -> dict[str, str]:
+    """``CPU`` and ``Memory`` (any spelling), and any other resource name the Go
+    kidecar's free-form map allows (``ephemeral-storage``, ``nvidia.com/gpu``), each a
+    Kubernetes quantity; ``kidecar inject`` renders the others under their own names."""
     resources = root.child("resources")
     if resources is None:
         return {}
@@ -268,7 +273,30 @@ def _parse_resources(root: ConfigReader) -> dict[str, str]:
             raise resources.error(key, f"{value!r} is not a Kubernetes quantity (e.g. 100m, 128Mi)")
         if value:
             out[key] = value
+    for key in resources.unread():
+        if not re.fullmatch(_RESOURCE_NAME, key):
+            raise resources.error(key, "is not a Kubernetes resource name (e.g. "
+                                       "ephemeral-storage, nvidia.com/gpu)")
+        value = resources.str(key)
+        if not re.fullmatch(_QUANTITY, value):
+            raise resources.error(key, f"{value!r} is not a Kubernetes quantity (e.g. 1Gi)")
+        out[key] = value
     resources.reject_unknown()
+    return out
+
+
+def notes(config: SidecarConfig) -> list[str]:
+    """Informational lines for ``kidecar validate``: keys accepted from the Go kidecar
+    that change nothing at run time (a binary's ``version``), or only sometimes."""
+    out: list[str] = []
+    for spec in config.plugins:
+        describe = getattr(spec.config, "notes", None)
+        if describe is not None:
+            out += describe(spec.field_path)
+    extra = {k: v for k, v in config.resources.items() if k not in ("CPU", "Memory")}
+    if extra:
+        out.append(f"resources: {extra} (rendered by kidecar inject into the container's "
+                   "requests and limits)")
     return out
 
 

@@ -221,6 +221,10 @@ class ConfigReader:
             for i, item in enumerate(value)
         ]
 
+    def unread(self) -> list[builtins.str]:
+        """Keys nobody has read yet: the entries of a free-form map (``resources``)."""
+        return [str(key) for key in self._data if key not in self._used]
+
     def reject_unknown(self, ignore: Iterable[builtins.str] = ()) -> None:
         """Refuse keys nobody read: a typo must not silently become a default."""
         ignored = {name.lower() for name in ignore}

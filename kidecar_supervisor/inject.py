@@ -71,6 +71,8 @@ class InjectOptions(NamedTuple):
     game_container: str = ""
     needs_signal: bool = True
     run_as_user: int | None = None
+    #: resources besides CPU/Memory (the Go kidecar's free-form map), as named there
+    extra_resources: tuple[tuple[str, str], ...] = ()
 
 
 # -- the container ----------------------------------------------------------------------
@@ -90,8 +92,8 @@ def render_container(opts: InjectOptions, security: dict[str, Any]) -> dict[str,
     ]
     if opts.port != DEFAULT_PORT:
         container["env"].append({"name": "KIDECAR_PORT", "value": str(opts.port)})
-    container["resources"] = {"requests": {"cpu": opts.cpu, "memory": opts.memory},
-                              "limits": {"cpu": opts.cpu, "memory": opts.memory}}
+    amounts = {"cpu": opts.cpu, "memory": opts.memory, **dict(opts.extra_resources)}
+    container["resources"] = {"requests": dict(amounts), "limits": dict(amounts)}
     mounts = [{"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True},
               {"name": STATE_VOLUME, "mountPath": STATE_MOUNT}]
     mounts += [{"name": name, "mountPath": path} for name, path in shared_volumes(opts)]
@@ -352,6 +354,8 @@ def options_from_config(path: str, base: InjectOptions) -> InjectOptions:
         values["cpu"] = config.resources["CPU"]
     if config.resources.get("Memory"):
         values["memory"] = config.resources["Memory"]
+    values["extra_resources"] = tuple((k, v) for k, v in config.resources.items()
+                                      if k not in ("CPU", "Memory"))
     name = _configmap_name(path)
     if name:
         values["configmap"] = name

@@ -3,6 +3,20 @@
 The supervisor executes the program directly as its child (no Python wrapper
 process), so it costs only the program's own memory and a crash is seen at
 once through SIGCHLD; its stdout/stderr lines land in the structured log.
+
+The Go kidecar's binary keys are accepted as its documents write them:
+``downloadURL`` (+ ``checksum``, ``permissions``) fetches the program before it
+starts when ``path`` does not exist; ``version``, ``description`` and
+``dependencies`` are informational (``kidecar validate`` shows them).
+
+Why the fetch runs in the child, not in the supervisor: the supervisor's loop
+must never block on a network download, and plugins may not import the
+supervisor's internals. So while ``path`` is missing, ``argv()`` starts this
+module (``python -m workers.binary``) instead, which downloads with hot_update's
+streaming code (temp file in the target directory, size cap, sha256, fsync,
+atomic rename) and then ``exec``s the program in the same process: the
+supervisor still supervises the program's own pid, and a failed download is an
+exit with a clear log line, handled by the restart policy like any crash.
 """
 
 from __future__ import annotations
@@ -10,12 +24,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from kidecar_supervisor.plugin_api import ConfigError, ConfigReader, Plugin, join_path
 
 _ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_SHA256 = re.compile(r"(?:sha256:)?([0-9a-fA-F]{64})")
+_PERMISSIONS = r"0?[0-7]{3}"
+#: a downloaded program larger than this is refused (DESIGN §5: every download is capped)
+DOWNLOAD_MAX_BYTES = 512 << 20
+DOWNLOAD_STALL_SECONDS = 60.0
+DEFAULT_PERMISSIONS = 0o755
 
 
 # Linux refuses an execve() whose single argument or NAME=value string is longer than
@@ -52,6 +75,14 @@ class BinaryConfig:
     #: logged (None: kidecar's defaults, see kidecar_supervisor/output_limiter.py)
     output_lines_per_second: float | None = None
     output_bytes_per_second: float | None = None
+    #: the Go kidecar's keys: where to fetch a missing program, its sha256, its mode
+    download_url: str = ""
+    checksum: str = ""
+    permissions: int = DEFAULT_PERMISSIONS
+    #: informational only (the Go kidecar's ``version``, ``description``, ``dependencies``)
+    version: str = ""
+    description: str = ""
+    dependencies: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, reader: ConfigReader) -> BinaryConfig:
@@ -61,11 +92,12 @@ class BinaryConfig:
         working_dir = reader.str("workingDir", "cwd", default="")
         lines = reader.number("outputLinesPerSecond", default=None, positive=True)
         size = reader.number("outputBytesPerSecond", default=None, minimum=1024)
+        go_keys = _parse_go_keys(reader, path)
         reader.reject_unknown()
         _check_exec_strings(reader, path, args, env, working_dir)
         cfg = cls(path=path, args=args, env=tuple((n, v) for n, v, _ in env),
                   working_dir=working_dir, output_lines_per_second=lines,
-                  output_bytes_per_second=size)
+                  output_bytes_per_second=size, **go_keys)
         needed = exec_size(cfg.argv(), dict(cfg.env))
         if needed > arg_max():
             raise reader.error("args", f"the program's arguments and env take {needed} bytes; "
@@ -76,7 +108,12 @@ class BinaryConfig:
         """What execve() would refuse on this machine (see config.machine_problems)."""
         where, env = f"{field_path}.binary", self.environment()
         problems = []
-        if shutil.which(self.path, path=env.get("PATH", os.defpath)) is None:
+        if self.needs_download():
+            if not os.path.isdir(os.path.dirname(self.path)):
+                problems.append(ConfigError(
+                    f"directory of {self.path!r} does not exist, so downloadURL cannot "
+                    "put the program there", f"{where}.path", source))
+        elif shutil.which(self.path, path=env.get("PATH", os.defpath)) is None:
             problems.append(ConfigError(f"program {self.path!r} not found or not executable",
                                         f"{where}.path", source))
         if self.working_dir and not os.path.isdir(self.working_dir):
@@ -90,7 +127,32 @@ class BinaryConfig:
                 source))
         return problems
 
+    def notes(self, field_path: str) -> list[str]:
+        """What ``kidecar validate`` shows about the Go kidecar's keys (they change nothing
+        at run time, or only when the program is missing)."""
+        where = f"{field_path}.binary"
+        out = [f"{where}.{key}: {value} (informational)" for key, value in (
+            ("version", self.version), ("description", self.description),
+            ("dependencies", ", ".join(self.dependencies))) if value]
+        if self.download_url:
+            check = f"sha256 {self.sha256()}" if self.checksum else "no checksum"
+            out.append(f"{where}.downloadURL: fetched to {self.path} ({check}, mode "
+                       f"{self.permissions:o}) when that file does not exist at start")
+        return out
+
+    def needs_download(self) -> bool:
+        return bool(self.download_url) and not os.path.exists(self.path)
+
+    def sha256(self) -> str:
+        match = _SHA256.fullmatch(self.checksum)
+        return match.group(1).lower() if match else ""
+
     def argv(self) -> list[str]:
+        """The program, or while it is missing and has a downloadURL, the fetch-then-exec
+        step that becomes the program (same pid, see the module docstring)."""
+        if self.needs_download():
+            return [sys.executable, "-m", "workers.binary", self.download_url, self.sha256(),
+                    f"{self.permissions:o}", "--", self.path, *self.args]
         return [self.path, *self.args]
 
     def environment(self) -> dict[str, str]:
@@ -125,6 +187,31 @@ def _check_string(reader: ConfigReader, field_path: str, text: str, limit: int) 
                           field_path, reader.source)
 
 
+def _parse_go_keys(reader: ConfigReader, path: str) -> dict[str, Any]:
+    """The Go kidecar's binary keys, each checked for what it will be used for."""
+    url = reader.str("downloadURL", default="")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise reader.error("downloadURL", f"must be an http(s) URL, got {url!r}")
+        if not os.path.isabs(path):
+            raise reader.error("path", "must be absolute with downloadURL (where the "
+                                       f"program is put), got {path!r}")
+    checksum = reader.str("checksum", default="")
+    if checksum and not _SHA256.fullmatch(checksum.strip()):
+        raise reader.error("checksum", "must be a sha256 (64 hex digits, optionally "
+                                       f"'sha256:' before them), got {checksum!r}")
+    permissions = reader.str("permissions", default="")
+    if permissions and not re.fullmatch(_PERMISSIONS, permissions):
+        raise reader.error("permissions", f"must be an octal mode like 755, got "
+                                          f"{permissions!r}")
+    return {"download_url": url, "checksum": checksum.strip(),
+            "permissions": int(permissions, 8) if permissions else DEFAULT_PERMISSIONS,
+            "version": reader.str("version", default=""),
+            "description": reader.str("description", default="", allow_empty=True),
+            "dependencies": tuple(reader.str_list("dependencies", default=[]))}
+
+
 def _parse_env(reader: ConfigReader) -> list[tuple[str, str, str]]:
     """(name, value, field path) for each variable, in the document's order."""
     raw = reader.raw("env", default=None)
@@ -156,3 +243,44 @@ class BinaryPlugin(Plugin):
 
     def run(self) -> None:
         raise RuntimeError("binary plugins are executed by the supervisor, not run in Python")
+
+
+# -- fetch, then become the program (``python -m workers.binary``) -----------------------
+def fetch_program(url: str, sha256: str, mode: int, path: str) -> None:
+    """Download ``url`` to ``path`` exactly as a hot update would: a temp file next to it,
+    the size cap, the sha256, fsync, then an atomic rename; nothing left on failure."""
+    from kidecar_supervisor.plugin_kit.durable_files import fsync_dir, remove_quietly
+    from workers.hot_update.download import DownloadLimits, download
+
+    target = Path(path)
+    limits = DownloadLimits(max_bytes=DOWNLOAD_MAX_BYTES, stall_timeout=DOWNLOAD_STALL_SECONDS)
+    done = download(url, target.parent, limits, expected_sha256=sha256, mode=mode)
+    try:
+        os.chmod(done.temp_path, mode)
+        os.replace(done.temp_path, target)
+    except BaseException:
+        remove_quietly(done.temp_path)
+        raise
+    fsync_dir(target.parent)
+
+
+def main(argv: list[str]) -> int:
+    """``URL SHA256 MODE -- PATH ARGS...``: fetch PATH if still missing, then exec it."""
+    import json
+
+    url, sha256, mode, _, path, *args = argv
+    if not os.path.exists(path):
+        try:
+            fetch_program(url, sha256, int(mode, 8), path)
+        except Exception as exc:  # noqa: BLE001 - every failure ends this start, clearly
+            print(json.dumps({"level": "error", "msg": f"cannot fetch {path} from "
+                              f"downloadURL: {getattr(exc, 'message', exc)}"}), flush=True)
+            return 1
+        print(json.dumps({"level": "info", "msg": f"fetched {path} from downloadURL"}),
+              flush=True)
+    os.execv(path, [path, *args])
+    return 1  # not reached: exec replaced this process
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

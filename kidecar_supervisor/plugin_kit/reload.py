@@ -80,7 +80,7 @@ class RequestConfig:
 
     @classmethod
     def parse(cls, reader: ConfigReader) -> RequestConfig:
-        url = reader.str("url")
+        url = _request_url(reader)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise reader.error("url", f"must be an http(s) URL, got {url!r}")
@@ -100,6 +100,34 @@ class RequestConfig:
         )
         reader.reject_unknown()
         return cfg
+
+
+def _request_url(reader: ConfigReader) -> str:
+    """``url``, or the Go kidecar's ``address`` + ``port`` (``{address: 127.0.0.1, port: 3000}``).
+
+    ``address`` may carry a scheme and a path (``http://localhost/reload``); without
+    them it is ``http://`` and ``/``. Both spellings at once would be two truths.
+    """
+    if not reader.has("address", "port"):
+        return str(reader.str("url"))
+    if reader.has("url"):
+        raise reader.error("url", "give either url or address + port (the Go kidecar's "
+                                  "spelling), not both")
+    address = str(reader.str("address")).strip()
+    port = reader.int("port", minimum=1, maximum=65535)
+    text = address if "://" in address else f"http://{address}"
+    try:
+        parts = urlsplit(text)
+        given = parts.port
+    except ValueError as exc:
+        raise reader.error("address", f"is not a host or URL: {exc}") from None
+    if not parts.hostname or parts.query or parts.fragment:
+        raise reader.error("address", f"must be a host, optionally with scheme and path, "
+                                      f"got {address!r}")
+    if given is not None and given != port:
+        raise reader.error("port", f"is {port} but address {address!r} names port {given}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port}{parts.path or '/'}"
 
 
 def parse_signal(value: Any, reader: ConfigReader, name: str = "signalName") -> int:
@@ -197,14 +225,63 @@ def signal_reload(cfg: SignalConfig) -> ReloadOutcome:
             continue
         except PermissionError as exc:
             refused[pid] = exc.strerror or str(exc)
-    if not signalled and refused:
-        raise ReloadError(500, f"cannot send {cfg.signal_name} to the game process(es): "
-                          f"{refused}", pids=sorted(refused))
+    if refused:
+        advice = permission_advice(sorted(refused))
+        log.error("the kernel refused %s to pid(s) %s: %s", cfg.signal_name, sorted(refused),
+                  advice)
+        if not signalled:
+            raise ReloadError(500, f"cannot send {cfg.signal_name} to the game process(es) "
+                              f"{sorted(refused)}: {advice}", pids=sorted(refused),
+                              needs=advice)
     if not signalled:
         raise GameNotRunning(not_found_message(cfg))
     log.info("sent %s to %s (processName %r)", cfg.signal_name, signalled, cfg.process_name)
     return ReloadOutcome(f"sent {cfg.signal_name} to pid(s) {', '.join(map(str, signalled))}",
                          {"pids": signalled, "signal": cfg.signal_name})
+
+
+#: CAP_KILL's bit in /proc/<pid>/status CapEff (linux/capability.h)
+CAP_KILL_BIT = 5
+
+
+def permission_advice(pids: list[int]) -> str:
+    """What the pod needs so the kernel lets kidecar signal ``pids`` (EPERM from kill(2)).
+
+    The kernel allows a signal when the sender has CAP_KILL or its real or effective
+    UID equals the target's real or saved UID, so the fix is one of exactly two
+    pod settings; the message names both with the UIDs involved.
+    """
+    game_uids = sorted({uid for uid in (_process_uid(pid) for pid in pids) if uid is not None})
+    game = ", ".join(map(str, game_uids)) if game_uids else "another uid"
+    mine = os.geteuid()
+    cap = "with" if _has_cap_kill() else "without"
+    return (f"the game runs as uid {game} and kidecar as uid {mine} {cap} CAP_KILL: run "
+            f"kidecar as the game's uid (securityContext.runAsUser: {game_uids[0] if game_uids else 'N'}) "
+            "or add the KILL capability (securityContext.capabilities.add: [KILL], "
+            "as root; see docs/deploy.md)")
+
+
+def _process_uid(pid: int) -> int | None:
+    """The real UID of ``pid`` (what the kernel compares), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _has_cap_kill() -> bool:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_KILL_BIT & 1)
+    except (OSError, ValueError, IndexError):
+        return False
+    return False
 
 
 def not_found_message(cfg: SignalConfig) -> str:
