@@ -10,6 +10,14 @@ recursive descent — each would make "which value is the state?" ambiguous):
 * ``['key']`` / ``["key"]``  any non-empty key (``\\'``, ``\\"`` and ``\\\\`` escape)
 * ``[0]`` / ``[-1]``         a list index (negative counts from the end)
 
+The Go kidecar's gjson-style paths are accepted beside them, for the same
+walking subset: a path not starting with ``$`` is gjson (``state``, ``a.0.b``,
+``a.#``). Its steps are separated by ``.`` (``\\.`` and ``\\\\`` escape); a number
+is a list index on a list and a key on a mapping, as gjson reads it; a final
+``#`` is the length of a list. gjson's wildcards (``*``, ``?``), queries
+(``#(...)``), modifiers (``@``) and pipes (``|``) are refused, for the same
+reason as JSONPath's filters.
+
 A path is compiled once at config time, so a malformed one is a config error
 with the offending position, never a runtime surprise.
 """
@@ -38,11 +46,26 @@ class JsonPathError(ValueError):
 
 
 @dataclass(frozen=True)
-class JsonPath:
-    """A compiled path: a tuple of keys (str) and indexes (int)."""
+class GjsonStep:
+    """A gjson step that is all digits: an index on a list, a key on a mapping."""
 
     text: str
-    steps: tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class GjsonCount:
+    """gjson's final ``#``: the number of items of a list."""
+
+
+Step = str | int | GjsonStep | GjsonCount
+
+
+@dataclass(frozen=True)
+class JsonPath:
+    """A compiled path: a tuple of keys (str) and indexes (int), or gjson's steps."""
+
+    text: str
+    steps: tuple[Step, ...]
 
     def find(self, document: Any) -> Any:
         """The value at this path, or ``MISSING`` when any step does not exist."""
@@ -57,7 +80,14 @@ class JsonPath:
         return self.text
 
 
-def _step(value: Any, step: str | int) -> Any:
+def _step(value: Any, step: Step) -> Any:
+    if isinstance(step, GjsonCount):
+        return len(value) if isinstance(value, list) else MISSING
+    if isinstance(step, GjsonStep):
+        if isinstance(value, list):
+            index = int(step.text)
+            return value[index] if index < len(value) else MISSING
+        step = step.text
     if isinstance(step, int):
         if isinstance(value, list) and -len(value) <= step < len(value):
             return value[step]
@@ -70,8 +100,8 @@ def _step(value: Any, step: str | int) -> Any:
 def compile_path(text: str) -> JsonPath:
     """Parse ``text``; raise JsonPathError naming the position of the first problem."""
     if not text.startswith("$"):
-        raise JsonPathError(text, 0, "must start with '$'")
-    steps: list[str | int] = []
+        return _compile_gjson(text)
+    steps: list[Step] = []
     pos = 1
     while pos < len(text):
         char = text[pos]
@@ -129,3 +159,53 @@ def _parse_quoted(text: str, pos: int) -> tuple[str, int]:
             out.append(char)
             pos += 1
     raise JsonPathError(text, pos, f"unterminated quoted key (missing {quote})")
+
+
+_GJSON_REFUSED = {"*": "wildcards", "?": "wildcards", "|": "pipes", "@": "modifiers",
+                  "!": "literals", "=": "queries", "(": "queries", ")": "queries"}
+
+
+def _compile_gjson(text: str) -> JsonPath:
+    """A gjson path (the Go kidecar's): ``state``, ``a.0.b``, ``a.#``."""
+    if not text:
+        raise JsonPathError(text, 0, "must not be empty (write '$' for the whole document)")
+    steps: list[Step] = []
+    start, pos = 0, 0
+    while True:
+        segment, end = _gjson_segment(text, pos)
+        if not segment:
+            raise JsonPathError(text, pos, "empty step (two dots, or a dot at an end)")
+        steps.append(_gjson_step(text, start, segment, end))
+        if end >= len(text):
+            return JsonPath(text, tuple(steps))
+        start = pos = end + 1
+
+
+def _gjson_segment(text: str, pos: int) -> tuple[str, int]:
+    """The unescaped step starting at ``pos`` and where it ends (at a dot or the end)."""
+    out: list[str] = []
+    while pos < len(text) and text[pos] != ".":
+        char = text[pos]
+        if char == "\\":
+            if pos + 1 >= len(text):
+                raise JsonPathError(text, pos, "a '\\' must escape the character after it")
+            out.append(text[pos + 1])
+            pos += 2
+            continue
+        if char in _GJSON_REFUSED:
+            raise JsonPathError(text, pos, f"gjson {_GJSON_REFUSED[char]} ({char!r}) are not "
+                                "supported: a path must lead to one value")
+        out.append(char)
+        pos += 1
+    return "".join(out), pos
+
+
+def _gjson_step(text: str, start: int, segment: str, end: int) -> Step:
+    if text[start:end] == "#":
+        if end < len(text):
+            raise JsonPathError(text, start, "'#' is supported only as the last step (the "
+                                "length of a list)")
+        return GjsonCount()
+    if text[start:end].isdigit():
+        return GjsonStep(segment)
+    return segment
