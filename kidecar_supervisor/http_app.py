@@ -7,15 +7,13 @@ time without losing anything.
 
 from __future__ import annotations
 
-import html
-import json
 import os
-import time
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from kidecar_supervisor import status_page
 from kidecar_supervisor.config import HttpSettings
 from kidecar_supervisor.control_channel import ControlClient, ControlError
 from kidecar_supervisor.http_access import AccessPolicy, install_access, set_access
@@ -124,14 +122,9 @@ def create_app(control: ControlClient, token: str = "",
 
     @app.get("/")
     def index() -> Any:
-        try:
-            reply = control.request({"op": "plugins"}, timeout=STATUS_TIMEOUT)
-            rows = reply.get("result") or []
-        except ControlError as exc:
-            rows, problem = [], str(exc)
-        else:
-            problem = ""
-        return Response(_status_page(rows, problem), content_type="text/html; charset=utf-8")
+        page = status_page.render(_page_data(control))
+        return Response(page, content_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-store"})
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
@@ -187,20 +180,21 @@ def _rollback_params() -> tuple[dict[str, Any], str]:
     return params, ""
 
 
-def _status_page(rows: list[dict[str, Any]], problem: str) -> str:
-    head = ("<!doctype html><meta charset=utf-8><title>kidecar</title>"
-            "<style>body{font-family:sans-serif}td,th{padding:4px 10px;text-align:left}"
-            "</style><h1>kidecar</h1>")
-    if problem:
-        return head + f"<p><b>supervisor unavailable:</b> {html.escape(problem)}</p>"
-    lines = ["<table><tr><th>plugin</th><th>state</th><th>pid</th><th>restarts</th>"
-             "<th>uptime</th><th>last error</th><th>infos</th></tr>"]
-    for row in rows:
-        uptime = f"{row['uptime']:.0f}s" if row.get("uptime") else ""
-        lines.append(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                row.get("name"), row.get("state"), row.get("pid") or "", row.get("restarts"),
-                uptime, row.get("lastError") or "", json.dumps(row.get("infos") or {})[:300],
-            )) + "</tr>")
-    lines.append(f"</table><p>generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>")
-    return head + "".join(lines)
+def _page_data(control: ControlClient) -> status_page.PageData:
+    """What the status page shows first; each part fails alone (the page says which)."""
+    def answer(message: dict[str, Any], timeout: float) -> status_page.Answer:
+        try:
+            reply = control.request(message, timeout=timeout)
+        except ControlError as exc:
+            return status_page.Answer(503, {"error": f"supervisor unavailable: {exc}"})
+        if reply.get("ok"):
+            return status_page.Answer(200, reply.get("result"))
+        return status_page.Answer(int(reply.get("status", 500)),
+                                  {"error": str(reply.get("error", "failed"))})
+
+    return status_page.PageData(
+        health=answer({"op": "health"}, HEALTH_TIMEOUT),
+        ready=answer({"op": "ready"}, HEALTH_TIMEOUT),
+        plugins=answer({"op": "plugins"}, STATUS_TIMEOUT),
+        hot_update=answer({"op": "call", "target": "hot_update",
+                           "method": "hot_update_status", "params": {}}, STATUS_TIMEOUT))
