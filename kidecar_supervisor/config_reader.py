@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 _MISSING: Any = object()
+#: ``default=REQUIRED``: the field must be present (the accessors' own default)
+REQUIRED: Any = _MISSING
 
 
 class ConfigError(Exception):

@@ -115,6 +115,8 @@ def _request_url(reader: ConfigReader) -> str:
                                   "spelling), not both")
     address = str(reader.str("address")).strip()
     port = reader.int("port", minimum=1, maximum=65535)
+    if "://" not in address and address.count(":") > 1 and not address.startswith("["):
+        address = f"[{address}]"  # a bare IPv6 address
     text = address if "://" in address else f"http://{address}"
     try:
         parts = urlsplit(text)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kidecar_supervisor.config_reader import ConfigReader
+from kidecar_supervisor.config_reader import REQUIRED, ConfigReader
 
 STORAGE_TYPES = ("InKube", "Local", "HTTPMetric")
 DEFAULT_RESULT_CONFIGMAP = "sidecar-result"
@@ -30,15 +30,20 @@ class TargetRef:
     resource: str
     name: str
     namespace: str = ""
+    #: the Go kidecar's ``podOwner: true``: the pod's controlling owner is the target
+    #: (group/version/resource/name then come from its ownerReference; see targets.py)
+    pod_owner: bool = False
 
     @classmethod
     def parse(cls, reader: ConfigReader) -> TargetRef:
+        owner = reader.bool("podOwner", default=False)
         ref = cls(
             group=reader.str("group", default="", allow_empty=True),
-            version=reader.str("version"),
-            resource=reader.str("resource"),
-            name=reader.str("name"),
+            version=reader.str("version", default="" if owner else REQUIRED),
+            resource=reader.str("resource", default="" if owner else REQUIRED),
+            name=reader.str("name", default="" if owner else REQUIRED),
             namespace=reader.str("namespace", default="", allow_empty=True),
+            pod_owner=owner,
         )
         reader.reject_unknown()
         return ref
@@ -52,6 +57,9 @@ class MarkerPolicy:
     game_server_ops_state: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
+    #: the Go kidecar's ``jsonPathConfigs``: (JSON pointer in the target, value) written
+    #: when the state matches
+    target_values: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, reader: ConfigReader) -> MarkerPolicy:
@@ -60,9 +68,24 @@ class MarkerPolicy:
             game_server_ops_state=reader.str("gameServerOpsState", default=""),
             labels=tuple(sorted(reader.str_map("labels", default={}).items())),
             annotations=tuple(sorted(reader.str_map("annotations", default={}).items())),
+            target_values=tuple(_parse_target_value(r) for r in reader.children("jsonPathConfigs")),
         )
         reader.reject_unknown()
         return policy
+
+
+def _parse_target_value(reader: ConfigReader) -> tuple[str, str]:
+    """One ``jsonPathConfigs`` entry: ``{jsonPath: /spec/x, fieldType, value}`` (the Go
+    kidecar's: a JSON pointer into the target, replaced by ``value``)."""
+    pointer = reader.str("jsonPath")
+    if not pointer.startswith("/"):
+        raise reader.error("jsonPath", f"must be a JSON pointer starting with '/', got {pointer!r}")
+    reader.str("fieldType", default="string", choices=("string", "int", "float", "number", "bool"))
+    value = reader.raw("value")
+    if isinstance(value, dict | list) or value is None:
+        raise reader.error("value", "must be a string, number or boolean")
+    reader.reject_unknown()
+    return pointer, str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclass(frozen=True)
@@ -77,6 +100,9 @@ class StorageConfig:
     target: TargetRef | None = None
     json_path: str = ""
     marker_policies: tuple[MarkerPolicy, ...] = ()
+    #: caps on the Kubernetes write journal (``inKube.journal``): pending entries, bytes
+    journal_max_entries: int = 5000
+    journal_max_bytes: int = 32 * 1024 * 1024
 
     @classmethod
     def parse(cls, reader: ConfigReader) -> StorageConfig:
@@ -96,6 +122,13 @@ class StorageConfig:
             target = inkube.child("target")
             if target is not None:
                 values["target"] = TargetRef.parse(target)
+            journal = inkube.child("journal")
+            if journal is not None:
+                values["journal_max_entries"] = journal.int("maxEntries", default=5000,
+                                                            minimum=10)
+                values["journal_max_bytes"] = journal.int("maxBytes", default=32 * 1024 * 1024,
+                                                          minimum=64 * 1024)
+                journal.reject_unknown()
             result = inkube.child("resultConfigMap")
             if result is not None:
                 values["result_configmap"] = result.str("name", default=DEFAULT_RESULT_CONFIGMAP)

@@ -68,11 +68,14 @@ class TargetWriter:
         self.self_env = self_env
         self.pod_env = pod_env
         self._lock = threading.Lock()
+        self._owner: TargetRef | None = None
 
     def resolve(self, cfg: StorageConfig) -> ResolvedTarget:
         """The object and pointer ``cfg`` targets, rendered and checked against discovery."""
         ref = cfg.target or TargetRef(*GAMESERVER, name=self.pod_name,
                                       namespace=self.pod_namespace)
+        if ref.pod_owner:
+            ref = self._pod_owner()
         pointer = cfg.json_path or OPS_STATE_POINTER
         try:
             parse_pointer(pointer)
@@ -90,6 +93,30 @@ class TargetWriter:
         if not name:
             raise TargetError(f"target {_describe(ref)}: the name renders empty")
         return ResolvedTarget(ResourcePath(group, version, resource, namespace, name), pointer)
+
+    def _pod_owner(self) -> TargetRef:
+        """``podOwner: true`` (the Go kidecar's): the pod's controlling ownerReference.
+
+        Read from the pod once (a pod's controller does not change); its kind is
+        turned into the resource name the usual way (lower case, plural ``s``:
+        GameServerSet -> gameserversets) and checked against discovery by ``resolve``.
+        """
+        with self._lock:
+            if self._owner is not None:
+                return self._owner
+        pod = self.client.get(ResourcePath("", "v1", "pods", self.pod_namespace, self.pod_name))
+        owners = [o for o in (pod.get("metadata") or {}).get("ownerReferences") or []
+                  if isinstance(o, dict) and o.get("controller")]
+        if not owners:
+            raise TargetError(f"target podOwner: pod {self.pod_namespace}/{self.pod_name} has "
+                              "no controlling owner (ownerReferences with controller: true)")
+        owner = owners[0]
+        group, _, version = str(owner.get("apiVersion", "")).rpartition("/")
+        ref = TargetRef(group=group, version=version, resource=_plural(str(owner.get("kind"))),
+                        name=str(owner.get("name", "")), namespace=self.pod_namespace)
+        with self._lock:
+            self._owner = ref
+        return ref
 
     def _check_resource(self, group: str, version: str, resource: str) -> bool:
         gv = f"{group}/{version}" if group else version
@@ -155,6 +182,16 @@ class TargetWriter:
                 if current is not None and current["metadata"]["resourceVersion"] == seen:
                     raise exc  # the guard held: the API refused the patch itself
         raise KubeConflict(f"patch {target.path.describe()}: the object kept changing", 409)
+
+
+def _plural(kind: str) -> str:
+    """A kind's resource name as Kubernetes derives it for ordinary kinds."""
+    lower = kind.lower()
+    if lower.endswith(("s", "x", "ch", "sh")):
+        return lower + "es"
+    if lower.endswith("y") and lower[-2:-1] not in "aeiou":
+        return lower[:-1] + "ies"
+    return lower + "s"
 
 
 def _describe(ref: TargetRef) -> str:

@@ -316,3 +316,25 @@ def test_stop_interrupts_a_hanging_probe(game: GameEndpoint, tmp_path: Path) -> 
     with run_plugin(config(endpoint(game.url(), timeout=30)), tmp_path):
         wait_until(lambda: game.request_count() >= 1)
     # run_plugin asserts run() returned within 5 s of stop()
+
+
+def test_go_kidecar_jsonpathconfigs_and_gjson_path_write_the_target(
+        game: GameEndpoint, tmp_path: Path) -> None:
+    """The Go kidecar's documents: a gjson jsonPath picks the state, and a policy's
+    jsonPathConfigs write their values into the target at their own pointers."""
+    policies = [{"state": "idle", "gameServerOpsState": "None",
+                 "jsonPathConfigs": [{"jsonPath": "/spec/networkDisabled", "fieldType": "bool",
+                                      "value": False},
+                                     {"jsonPath": "/spec/updatePriority", "value": 7}]},
+                {"state": "busy", "gameServerOpsState": "Allocated",
+                 "jsonPathConfigs": [{"jsonPath": "/spec/updatePriority", "value": "1"}]}]
+    game.set("/", body='{"game": {"rooms": [{"state": "idle"}]}}')
+    ep = endpoint(game.url(), policies, jsonPathConfig={"jsonPath": "game.rooms.0.state"})
+    with run_plugin(config(ep), tmp_path) as run:
+        wait_until(lambda: run.markers()["target"] == {
+            "/spec/opsState": "None", "/spec/networkDisabled": "false",
+            "/spec/updatePriority": "7"})
+        game.set("/", body='{"game": {"rooms": [{"state": "busy"}]}}')
+        wait_until(lambda: run.markers()["target"] == {
+            "/spec/opsState": "Allocated", "/spec/networkDisabled": "false",
+            "/spec/updatePriority": "1"})

@@ -51,7 +51,7 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 
 @dataclass(frozen=True)
 class FieldKey:
-    """One marker field: ``kind`` is label | annotation | target."""
+    """One marker field: ``kind`` is label | annotation | target | pointer (jsonPathConfigs)."""
 
     scope: str
     kind: str
@@ -137,7 +137,34 @@ def endpoint_claims(cfg: StorageConfig, state: str | None) -> dict[FieldKey, Cla
     target = _target_claim(cfg, state, policy)
     if target is not None:
         claims[target_field(cfg)] = target
+    for pointer, value in policy.target_values if policy is not None else ():
+        claims[pointer_field(cfg, pointer)] = Claim(value, POLICY)
     return claims
+
+
+def pointer_field(cfg: StorageConfig, pointer: str) -> FieldKey:
+    """A field of the target named by a policy's ``jsonPathConfigs`` (the Go kidecar's):
+    the target field itself when the pointer is the same, else a field of its own."""
+    main = target_field(cfg)
+    return main if pointer == main.key else FieldKey(main.scope, "pointer", pointer)
+
+
+def pointer_writes(desired: dict[FieldKey, Desired], written: dict[FieldKey, str | None]
+                   ) -> dict[tuple[int, str], tuple[str, FieldKey]]:
+    """The ``jsonPathConfigs`` values still to write: (owner, pointer) -> (value, field).
+
+    They are not part of ``plan_writes``' one update per endpoint, whose target
+    value goes to the endpoint's own jsonPath; each is written as that endpoint's
+    target with the pointer as its jsonPath. Never removed, as in the Go kidecar.
+    """
+    out: dict[tuple[int, str], tuple[str, FieldKey]] = {}
+    for field, want in desired.items():
+        if field.kind != "pointer" or want.value is None:
+            continue
+        if field in written and written[field] == want.value:
+            continue
+        out[(want.owner, field.key)] = (want.value, field)
+    return out
 
 
 def _policy_keys(cfg: StorageConfig) -> list[tuple[str, str]]:
@@ -181,8 +208,8 @@ def plan_writes(
     """
     plan: dict[int, tuple[MarkerUpdate, dict[FieldKey, str | None]]] = {}
     for field, want in sorted(desired.items(), key=lambda item: _sort_key(item[0])):
-        if field in written and written[field] == want.value:
-            continue
+        if field.kind == "pointer" or (field in written and written[field] == want.value):
+            continue  # pointer fields: pointer_writes
         update, fields = plan.setdefault(want.owner, (MarkerUpdate(), {}))
         fields[field] = want.value
         if field.kind == "label":

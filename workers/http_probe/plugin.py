@@ -29,11 +29,25 @@ import logging
 import math
 import threading
 import time
+from dataclasses import replace
 from typing import Any, ClassVar
 
-from kidecar_supervisor.plugin_api import Plugin, PluginContext, ResultStore, StorageConfig
+from kidecar_supervisor.plugin_api import (
+    MarkerUpdate,
+    Plugin,
+    PluginContext,
+    ResultStore,
+    StorageConfig,
+)
 from workers.http_probe.config import EndpointConfig, HttpProbeConfig
-from workers.http_probe.markers import FieldKey, endpoint_claims, plan_writes, policy_for, resolve
+from workers.http_probe.markers import (
+    FieldKey,
+    endpoint_claims,
+    plan_writes,
+    pointer_writes,
+    policy_for,
+    resolve,
+)
 from workers.http_probe.prober import FAILED, HttpProber, ProbeResult, ThresholdTracker
 
 log = logging.getLogger("kidecar.http_probe")
@@ -111,10 +125,15 @@ class HttpProbePlugin(Plugin):
         self._pending = False
         self._warned: set[tuple[int, str]] = set()
         stores: dict[StorageConfig, ResultStore] = {}
+        self._stores = stores
         self._endpoints = [
             _Endpoint(i, ep, self._store_for(ep.storage, stores))
             for i, ep in enumerate(self.config.endpoints)
         ]
+        for ep in self.config.endpoints:  # jsonPathConfigs' stores, made once like the others
+            for policy in ep.storage.marker_policies:
+                for pointer, _ in policy.target_values:
+                    self._store_for(_pointer_storage(ep.storage, pointer), stores)
 
     def _store_for(
         self, cfg: StorageConfig, stores: dict[StorageConfig, ResultStore]
@@ -231,8 +250,10 @@ class HttpProbePlugin(Plugin):
             claims = [
                 endpoint_claims(ep.cfg.storage, ep.tracker.marker_state) for ep in self._endpoints
             ]
-            plan = plan_writes(resolve(claims), self._written)
-        ok = True
+            desired = resolve(claims)
+            plan = plan_writes(desired, self._written)
+            pointers = pointer_writes(desired, self._written)
+        ok = self._write_pointers(pointers)
         for owner, (update, fields) in sorted(plan.items()):
             ep = self._endpoints[owner]
             assert ep.store is not None  # HTTPMetric endpoints claim nothing
@@ -254,6 +275,32 @@ class HttpProbePlugin(Plugin):
         with self._lock:
             self._pending = not ok
         return ok
+
+
+    def _write_pointers(self, writes: dict[tuple[int, str], tuple[str, FieldKey]]) -> bool:
+        """The Go kidecar's ``jsonPathConfigs`` values: each written into the endpoint's
+        target at its own pointer, through a store for that pointer (the same object)."""
+        ok = True
+        for (owner, pointer), (value, field_key) in sorted(writes.items()):
+            ep = self._endpoints[owner]
+            try:
+                store = self._store_for(_pointer_storage(ep.cfg.storage, pointer), self._stores)
+                assert store is not None
+                result = store.apply_markers(MarkerUpdate(target_value=value))
+            except Exception as exc:  # the store's own errors: keep them pending, retry later
+                ok = False
+                log.warning("endpoint %s: writing %s=%r failed (will retry): %s",
+                            ep.cfg.url, pointer, value, exc)
+                continue
+            with self._lock:
+                self._written[field_key] = value
+            log.info("endpoint %s: target %s=%r (%s)", ep.cfg.url, pointer, value, result)
+        return ok
+
+
+def _pointer_storage(cfg: StorageConfig, pointer: str) -> StorageConfig:
+    """``cfg``'s target with ``pointer`` as its field, and nothing else to write."""
+    return replace(cfg, json_path=pointer, marker_policies=(), annotation_key="", label_key="")
 
 
 def _as_float(state: str) -> float | None:
