@@ -191,8 +191,8 @@ def _hot_update_body(status: dict[str, Any]) -> str:
         f"<p id=hu-progress-text class=muted>{_e(progress['text'] if progress else '')}</p>",
         "</div>",
         "<h3>Kept versions</h3><table id=kept><thead><tr><th>version</th><th>url</th>"
-        "<th>kept</th><th></th></tr></thead><tbody>",
-        _kept_rows(status.get("kept")),
+        "<th>size</th><th>kept</th><th></th></tr></thead><tbody>",
+        _kept_rows(status.get("kept"), str(status.get("version") or "")),
         "</tbody></table>",
         "<h3>Recent history</h3><table id=history><thead><tr><th>when</th><th>version</th>"
         "<th>result</th><th>message</th></tr></thead><tbody>",
@@ -201,20 +201,40 @@ def _hot_update_body(status: dict[str, Any]) -> str:
     ))
 
 
-def _kept_rows(kept: Any) -> str:
+def _kept_rows(kept: Any, current: str) -> str:
+    """One row per kept copy; the version running now has nothing to roll back to."""
     if not isinstance(kept, list) or not kept:
-        return "<tr class=empty><td colspan=4 class=muted>no kept versions</td></tr>"
+        return "<tr class=empty><td colspan=5 class=muted>no kept versions</td></tr>"
     rows = []
     for entry in kept:
         if not isinstance(entry, dict):
             continue
-        version = str(entry.get("version", ""))
+        version = str(entry.get("version") or "")
+        title = _why_no_rollback(version, current)
+        tag = " <span class=tag>running</span>" if version and version == current else ""
+        label = _e(version) if version else "<span class=muted>no version</span>"
         rows.append(
-            f"<tr data-version='{_e(version)}'><td class=name>{_e(version)}</td>"
+            f"<tr data-version='{_e(version)}'><td class=name>{label}{tag}</td>"
             f"<td class=mono>{_e(entry.get('url') or '')}</td>"
+            f"<td class=num>{_e(_size_text(entry.get('bytes')))}</td>"
             f"<td>{_e(format_time(entry.get('at')))}</td>"
-            f"<td class=actions><button data-rollback='{_e(version)}'>Roll back</button></td></tr>")
+            f"<td class=actions><button data-rollback='{_e(version)}' "
+            f"title='{_e(title or f'put {version} back, reload and confirm it')}'"
+            f"{' disabled' if title else ''}>Roll back</button></td></tr>")
     return "".join(rows)
+
+
+def _why_no_rollback(version: str, current: str) -> str:
+    """Why a kept copy cannot be asked for by name; empty when it can."""
+    if not version:  # the file found in place before any update: nothing names it
+        return "a copy without a version cannot be asked for"
+    if version == current:
+        return "running now"
+    return ""
+
+
+def _size_text(size: Any) -> str:
+    return format_bytes(_number(size)) if isinstance(size, int | float) else ""
 
 
 def _history_rows(history: Any) -> str:
@@ -300,7 +320,10 @@ def _health_text(health: Answer) -> str:
 
 
 def _ready_text(ready: Answer) -> str:
-    return "ready" if ready.ok else f"not ready: {ready.error()}"
+    if ready.ok:
+        return "ready"
+    reason = ready.error()  # /readyz says "not ready: <plugins>" itself
+    return reason if reason.startswith("not ready") else f"not ready: {reason}"
 
 
 def _meta_text(health: Answer) -> str:
@@ -462,7 +485,9 @@ function drawHeader(health, ready) {
   const h = $("health"), r = $("ready");
   h.textContent = health.ok ? "healthy" : `unhealthy: ${errorOf(health)}`;
   h.className = `pill ${health.ok ? "good" : "bad"}`;
-  r.textContent = ready.ok ? "ready" : `not ready: ${errorOf(ready)}`;
+  const reason = errorOf(ready);  // /readyz says "not ready: <plugins>" itself
+  r.textContent = ready.ok ? "ready"
+    : reason.startsWith("not ready") ? reason : `not ready: ${reason}`;
   r.className = `pill ${ready.ok ? "good" : "bad"}`;
   $("meta").textContent = health.ok && health.body
     ? `kidecar ${health.body.version || ""} · up ${formatDuration(health.body.uptime)}` : "";
@@ -541,14 +566,8 @@ function drawHotUpdate(answer) {
     $("hu-progress-text").textContent = progress.text;
   }
   const kept = Array.isArray(status.kept) ? status.kept : [];
-  $("kept").tBodies[0].replaceChildren(...(kept.length ? kept.map((k) => el("tr",
-      {dataset: {version: String(k.version || "")}},
-      el("td", {class: "name"}, k.version || ""),
-      el("td", {class: "mono"}, k.url || ""),
-      el("td", {}, formatTime(k.at)),
-      el("td", {class: "actions"},
-         el("button", {dataset: {rollback: String(k.version || "")}}, "Roll back"))))
-    : [el("tr", {class: "empty"}, el("td", {colspan: 4, class: "muted"}, "no kept versions"))]));
+  $("kept").tBodies[0].replaceChildren(...(kept.length ? kept.map(keptRow(status.version))
+    : [el("tr", {class: "empty"}, el("td", {colspan: 5, class: "muted"}, "no kept versions"))]));
   const history = Array.isArray(status.history) ? status.history.slice(0, CONFIG.historyRows) : [];
   $("history").tBodies[0].replaceChildren(...(history.length ? history.map((h) => el("tr", {},
       el("td", {}, formatTime(h.timestamp)),
@@ -557,6 +576,25 @@ function drawHotUpdate(answer) {
                       h.success ? "succeeded" : "failed")),
       el("td", {}, h.message || "")))
     : [el("tr", {class: "empty"}, el("td", {colspan: 4, class: "muted"}, "no updates yet"))]));
+}
+
+function keptRow(current) {
+  return (k) => {
+    const version = String(k.version || "");
+    const why = !version ? "a copy without a version cannot be asked for"
+      : version === current ? "running now" : "";
+    const name = el("td", {class: "name"}, version || el("span", {class: "muted"}, "no version"));
+    if (version && version === current) name.append(" ", el("span", {class: "tag"}, "running"));
+    return el("tr", {dataset: {version}},
+      name,
+      el("td", {class: "mono"}, k.url || ""),
+      el("td", {class: "num"}, typeof k.bytes === "number" ? formatBytes(k.bytes) : ""),
+      el("td", {}, formatTime(k.at)),
+      el("td", {class: "actions"}, el("button", {
+        dataset: {rollback: version}, disabled: Boolean(why),
+        title: why || `put ${version} back, reload and confirm it`,
+      }, "Roll back")));
+  };
 }
 
 let polling = false;
@@ -611,8 +649,8 @@ document.addEventListener("click", (event) => {
     const {plugin, action} = button.dataset;
     mutate(`/plugins/${encodeURIComponent(plugin)}/${action}`, {}, `${action} ${plugin}`);
   } else if (button.dataset.rollback !== undefined) {
-    const version = button.dataset.rollback;
-    mutate("/hot-update/rollback", version ? {version} : {}, `roll back to ${version}`);
+    const version = button.dataset.rollback;  // always named: never "whatever is previous"
+    if (version) mutate("/hot-update/rollback", {version}, `roll back to ${version}`);
   }
 });
 

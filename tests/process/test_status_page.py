@@ -139,12 +139,18 @@ def test_roll_back_button_changes_the_version(sidecar: Sidecar, upstream: Upstre
     with browser_page() as page:
         page.goto(sidecar.url + "/")
         assert page.locator("#hu-version").inner_text() == "v2"
+        # only a named version other than the running one can be asked for
+        enabled = page.locator("#kept button[data-rollback]:not([disabled])").evaluate_all(
+            "bs => bs.map(b => b.dataset.rollback)")
+        assert "v1" in enabled and "v2" not in enabled and "" not in enabled
         button = page.locator("#kept tr[data-version='v1'] button[data-rollback]")
         screenshot(page, "05-before-rollback")
         button.click()
         page.wait_for_function(
             "() => document.querySelector('#hu-version').textContent === 'v1'", timeout=60_000)
         screenshot(page, "06-rolled-back")
+        assert page.locator("#kept tr[data-version='v1'] button[data-rollback]").is_disabled()
+        assert page.locator("#history tbody tr").first.locator("td.name").inner_text() == "v1"
     assert sidecar.get("/hot-update").json()["version"] == "v1"
     game.wait_for(lambda r: r["content"] == "game v1\n")
 
