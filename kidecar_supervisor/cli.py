@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_inject_arguments(commands.add_parser(
         "inject", help="add kidecar to every pod template of a manifest file (idempotent)"))
+    from kidecar_supervisor.migrate import add_arguments as add_migrate_arguments
+
+    add_migrate_arguments(commands.add_parser(
+        "migrate", help="print the Go kidecar's SidecarConfig as a kidecar ConfigMap + "
+                        "OpenKruise SidecarSet (for kubectl apply)"))
     return parser
 
 
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status,
                 "restart": cmd_restart, "hot-update": cmd_hot_update, "health": cmd_health,
                 "rollback": cmd_rollback,
-                "inject": cmd_inject}
+                "inject": cmd_inject, "migrate": cmd_migrate}
     return int(handlers[args.command](args))
 
 
@@ -262,6 +267,12 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_inject(args: argparse.Namespace) -> int:
     from kidecar_supervisor.inject import run_cli
+
+    return run_cli(args)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from kidecar_supervisor.migrate import run_cli
 
     return run_cli(args)
 

@@ -157,13 +157,53 @@ def parse_config_text(text: str, source: str = "<config>", *, unset_ok: bool = F
     """The document in ``text`` (a config, or a whole ConfigMap manifest holding one)."""
     key_lines: KeyLines = {}
     document = load_yaml(text, source, key_lines=key_lines)
-    document, prefix = _unwrap_configmap(text, document, source, key_lines)
+    document, prefix = _unwrap_sidecarconfig(document, source, key_lines)
+    document, prefix = _unwrap_configmap(text, document, source, key_lines) if not prefix \
+        else (document, prefix)
     unset = expand_environment(document, os.environ if environ is None else environ,
                                source, prefix)
     if unset and not unset_ok:
         raise unset[0]
     config = parse_config(document, source, prefix, key_lines)
     return replace(config, unset_variables=tuple(unset))
+
+
+SIDECARCONFIG_API = "serverless.vke.volcengine.com/v1alpha1"
+#: the Go kidecar's SidecarConfig ``spec.injection`` fields (its InjectConfig)
+INJECTION_FIELDS = (
+    "selector", "injectKidecar", "useKubeNativeSidecar", "namespace", "namespaceSelector",
+    "initContainers", "containers", "volumes", "volumeMounts", "forceInjectServiceAccount",
+    "serviceAccountName", "shareProcessNamespace")
+
+
+def _unwrap_sidecarconfig(document: Any, source: str, key_lines: KeyLines) -> tuple[Any, str]:
+    """Accept the Go kidecar's ``SidecarConfig`` (its CRD) too: the config is ``spec.kidecar``.
+
+    ``spec.injection`` is for ``kidecar migrate`` (which renders it as a SidecarSet);
+    here it is only checked for fields its CRD does not have, like any other key.
+    """
+    if not (isinstance(document, dict) and document.get("kind") == "SidecarConfig"):
+        return document, ""
+    root = ConfigReader(document, "", source, key_lines)
+    api = root.str("apiVersion")
+    if api != SIDECARCONFIG_API:
+        raise root.error("apiVersion", f"a SidecarConfig is {SIDECARCONFIG_API}, got {api!r}")
+    root.str("kind")
+    root.child("metadata")
+    root.raw("status", default=None)
+    spec = root.child("spec", required=True)
+    assert spec is not None
+    injection = spec.child("injection")
+    if injection is not None:
+        for name in INJECTION_FIELDS:
+            injection.raw(name, default=None)
+        injection.reject_unknown()
+    kidecar = spec.raw("kidecar", default=None)
+    if not isinstance(kidecar, dict):
+        raise spec.error("kidecar", "is required: the kidecar config of this SidecarConfig")
+    spec.reject_unknown()
+    root.reject_unknown()
+    return kidecar, "spec.kidecar"
 
 
 def _unwrap_configmap(text: str, document: Any, source: str,
