@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -28,6 +29,11 @@ def lose_the_file(file_dir: Path) -> None:
     (file_dir / "index.html").write_bytes(OLD)
 
 
+def lose_the_kept_copies(state_dir: Path) -> None:
+    """The state dir's byte-exact copies are gone too: a restore has to download."""
+    shutil.rmtree(state_dir / "hot-update-kept")
+
+
 def test_restart_reapplies_own_version_before_ready(tmp_path: Path, file_dir: Path,
                                                     upstream: UpstreamServer,
                                                     game: FakeGame) -> None:
@@ -38,7 +44,8 @@ def test_restart_reapplies_own_version_before_ready(tmp_path: Path, file_dir: Pa
     try:
         # ready only after the restore: at this moment the file must already be v2
         assert (file_dir / "index.html").read_bytes() == NEW
-        assert upstream.count("/files/index.html") == 2
+        # from the byte-exact copy kept in the state dir: nothing downloaded again
+        assert upstream.count("/files/index.html") == 1
         game.wait_for(lambda r: r["hups"] == 2 and r["content"] == NEW.decode())
         snap = run.status()
         assert snap["version"] == "v2" and snap["state"] == "idle"
@@ -51,6 +58,19 @@ def test_restart_reapplies_own_version_before_ready(tmp_path: Path, file_dir: Pa
         assert run.call({"version": "v2", "url": url})[1]["status"] == "unchanged"
     finally:
         run.stop()
+
+
+def test_restart_downloads_when_the_kept_copy_is_gone(tmp_path: Path, file_dir: Path,
+                                                      upstream: UpstreamServer,
+                                                      game: FakeGame) -> None:
+    url = upstream.add_file("index.html", NEW)
+    apply_v2(tmp_path, file_dir, game, url)
+    lose_the_file(file_dir)
+    lose_the_kept_copies(tmp_path / "state")
+    with PluginRun(signal_config(file_dir, game.tag), tmp_path / "state") as run:
+        assert (file_dir / "index.html").read_bytes() == NEW
+        assert run.status()["restore"]["state"] == "applied"
+    assert upstream.count("/files/index.html") == 2
 
 
 def test_restart_with_file_in_place_downloads_nothing(tmp_path: Path, file_dir: Path,
@@ -98,6 +118,7 @@ def test_restore_of_a_dead_url_gives_up_and_becomes_ready(tmp_path: Path, file_d
     url = upstream.add_file("index.html", NEW)
     apply_v2(tmp_path, file_dir, game, url)
     lose_the_file(file_dir)
+    lose_the_kept_copies(tmp_path / "state")
     del upstream.files["index.html"]  # the URL now answers 404
     before = dir_listing(file_dir)
     started = time.monotonic()
@@ -132,9 +153,10 @@ def test_restore_when_game_not_started_yet_places_the_file(tmp_path: Path, file_
 def test_update_during_restore_is_409(tmp_path: Path, file_dir: Path,
                                       upstream: UpstreamServer, game: FakeGame) -> None:
     size = 400_000
-    slow = upstream.url(f"slow/index.html?size={size}&rate=400000")
-    apply_v2(tmp_path, file_dir, game, slow)
+    apply_v2(tmp_path, file_dir, game, upstream.add_file("index.html", b"x" * size))
     lose_the_file(file_dir)
+    lose_the_kept_copies(tmp_path / "state")
+    upstream.throttle = 400_000  # the restore takes about a second
     run = PluginRun(signal_config(file_dir, game.tag), tmp_path / "state").start(wait_ready=False)
     try:
         wait_until(lambda: run.status()["state"] == "downloading", what="restore download")
@@ -151,6 +173,7 @@ def test_stop_during_restore_aborts_it(tmp_path: Path, file_dir: Path,
                                        upstream: UpstreamServer, game: FakeGame) -> None:
     apply_v2(tmp_path, file_dir, game, upstream.add_file("index.html", NEW * 100_000))
     lose_the_file(file_dir)
+    lose_the_kept_copies(tmp_path / "state")
     upstream.throttle = 200_000  # the restore would take 7 s
     run = PluginRun(signal_config(file_dir, game.tag), tmp_path / "state").start(wait_ready=False)
     wait_until(lambda: run.status()["state"] == "downloading", what="restore download")

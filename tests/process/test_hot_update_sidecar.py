@@ -64,7 +64,7 @@ def test_seed_curl_json_and_status(sidecar: Sidecar, upstream: UpstreamServer,
     assert again.status_code == 200 and again.json()["status"] == "unchanged"
     assert upstream.count("/files/index.html") == 1
 
-    bad = sidecar.post("/hot-update", json={"version": "2", "url": url})
+    bad = sidecar.post("/hot-update", json={"version": "v2..", "url": url})
     assert bad.status_code == 400 and "is malformed" in bad.json()["error"]
     missing = sidecar.post("/hot-update", data={"url": url})
     assert missing.status_code == 400 and "version is required" in missing.json()["error"]

@@ -13,6 +13,12 @@ that a platform engineer needs to keep a bad URL from hurting the pod:
 ``request.timeoutSeconds``  per-attempt timeout of the game's reload call (5)
 ``request.deadlineSeconds`` keep retrying the reload call until 2xx or this deadline (30)
 ``request.expectedStatus``  the one status that counts as success (default: any 2xx)
+``confirm``                 the game reports the version it loaded: ``http {url, jsonPath}`` or
+                            ``file {path}``, ``errorJsonPath``, ``timeoutSeconds`` (30),
+                            ``intervalSeconds`` (0.5); see confirm.py and DESIGN §9
+``rollback.onFailure``      put the previous files back when confirmation fails (true)
+``keepVersions``            byte-exact copies of previous versions kept in the state dir (3)
+``allowedUrlPrefixes``      download only from these (403 for anything else; default: any)
 
 Every problem is a ConfigError naming the field path, caught before start.
 """
@@ -21,9 +27,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from kidecar_supervisor.plugin_api import ConfigReader, StorageConfig
 from kidecar_supervisor.plugin_kit.reload import LOAD_PATCH_TYPES, RequestConfig, SignalConfig
+from workers.hot_update.confirm import ConfirmConfig
 
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 
@@ -50,6 +58,10 @@ class HotUpdateConfig:
     download_deadline_seconds: float = 3600.0
     allow_file_urls: bool = False
     restore_attempts: int = 3
+    confirm: ConfirmConfig | None = None
+    rollback_on_failure: bool = True
+    keep_versions: int = 3
+    allowed_url_prefixes: tuple[str, ...] = ()
 
     def storage_configs(self) -> list[StorageConfig]:
         """The one store results go to (the supervisor sends plugin-failure Events there)."""
@@ -78,6 +90,7 @@ class HotUpdateConfig:
         if allow_file_urls and storage.type != "Local":
             raise reader.error("allowFileUrls", "is only allowed with storageConfig.type Local "
                                f"(got {storage.type}): file:// URLs do not exist across pods")
+        confirm_reader = reader.child("confirm")
         cfg = cls(
             load_patch_type=kind,
             file_dir=file_dir,
@@ -93,9 +106,38 @@ class HotUpdateConfig:
             ),
             allow_file_urls=allow_file_urls,
             restore_attempts=reader.int("restoreAttempts", default=3, minimum=1, maximum=100),
+            confirm=ConfirmConfig.parse(confirm_reader) if confirm_reader else None,
+            rollback_on_failure=_rollback_on_failure(reader),
+            keep_versions=reader.int("keepVersions", default=3, minimum=1, maximum=50),
+            allowed_url_prefixes=_prefixes(reader),
         )
         reader.reject_unknown()
         return cfg
+
+
+def _rollback_on_failure(reader: ConfigReader) -> bool:
+    """``rollback: {onFailure: bool}``, default true (DESIGN §9)."""
+    rollback = reader.child("rollback")
+    if rollback is None:
+        return True
+    value = bool(rollback.bool("onFailure", default=True))
+    rollback.reject_unknown()
+    return value
+
+
+def _prefixes(reader: ConfigReader) -> tuple[str, ...]:
+    """``allowedUrlPrefixes``: http(s) or file URL prefixes, each with a host (or file:///)."""
+    prefixes = tuple(reader.str_list("allowedUrlPrefixes", default=[]))
+    for index, prefix in enumerate(prefixes):
+        parts = urlsplit(prefix)
+        if parts.scheme.lower() not in ("http", "https", "file") or (
+                parts.scheme.lower() != "file" and not parts.hostname):
+            raise reader.error("allowedUrlPrefixes", f"entry {index} must be a URL prefix like "
+                               f"https://cdn.example.com/games/, got {prefix!r}")
+        if parts.query or "@" in parts.netloc:
+            raise reader.error("allowedUrlPrefixes", f"entry {index} must not carry a query "
+                               f"or credentials: {prefix!r}")
+    return prefixes
 
 
 def parse_size(reader: ConfigReader, name: str, default: int) -> int:

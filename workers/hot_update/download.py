@@ -28,6 +28,7 @@ import requests
 import urllib3
 
 from kidecar_supervisor.plugin_kit.durable_files import remove_quietly
+from workers.hot_update.url_redaction import redact, scrub
 
 log = logging.getLogger("kidecar.hot_update.download")
 
@@ -43,6 +44,7 @@ class DownloadError(Exception):
     """A download failed; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, status: int, message: str, **fields: Any) -> None:
+        message = scrub(message)  # requests' texts quote the URL, query string and all
         super().__init__(message)
         self.status = status
         self.message = message
@@ -135,7 +137,7 @@ def _copy(
 ) -> int:
     started = time.monotonic()
     size = 0
-    writeback = _Writeback(out.fileno())
+    writeback = Writeback(out.fileno())
     for chunk in chunks:
         if cancel.is_set():
             raise DownloadError(503, "the download was cancelled: the plugin is stopping")
@@ -158,7 +160,7 @@ def _copy(
     return size
 
 
-class _Writeback:
+class Writeback:
     """Push written pages to disk while downloading, and drop them from the page cache.
 
     The page cache of a sidecar counts against its memory limit (128Mi in the
@@ -241,14 +243,14 @@ def _open_file_url(url: str, limits: DownloadLimits) -> _Source:
         handle = open(path, "rb")  # noqa: SIM115 - closed by _Source
         length = os.fstat(handle.fileno()).st_size
     except OSError as exc:
-        raise DownloadError(502, f"cannot read {url}: {exc.strerror or exc}") from exc
+        raise DownloadError(502, f"cannot read {redact(url)}: {exc.strerror or exc}") from exc
 
     def chunks() -> Iterator[bytes]:
         try:
             while chunk := handle.read(limits.chunk_bytes):
                 yield chunk
         except OSError as exc:
-            raise DownloadError(502, f"cannot read {url}: {exc.strerror or exc}") from exc
+            raise DownloadError(502, f"cannot read {redact(url)}: {exc.strerror or exc}") from exc
 
     return _Source(length, url, chunks(), handle.close)
 
@@ -274,7 +276,7 @@ def _open_http(url: str, limits: DownloadLimits) -> _Source:
         close()
         raise DownloadError(
             502, f"upstream answered {response.status_code} {response.reason or ''}".rstrip()
-            + f" for {response.url}", upstreamStatus=response.status_code,
+            + f" for {redact(response.url)}", upstreamStatus=response.status_code,
         )
     return _Source(_content_length(response), response.url,
                    _http_chunks(response, url, limits), close)
@@ -300,7 +302,8 @@ def _http_chunks(response: requests.Response, url: str,
         raise _http_error(requests.exceptions.ChunkedEncodingError(str(exc)), url,
                           limits) from exc
     except urllib3.exceptions.HTTPError as exc:
-        raise DownloadError(502, f"cannot download {url}: {type(exc).__name__}: {exc}") from exc
+        raise DownloadError(502, f"cannot download {redact(url)}: {type(exc).__name__}: "
+                            f"{exc}") from exc
 
 
 def _content_length(response: requests.Response) -> int | None:
@@ -317,17 +320,18 @@ def _http_error(exc: requests.RequestException, url: str, limits: DownloadLimits
     """One clear DownloadError for every way requests can fail."""
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, requests.ConnectTimeout):
-        return DownloadError(504, f"timed out connecting to {url} "
+        return DownloadError(504, f"timed out connecting to {redact(url)} "
                              f"(downloadTimeoutSeconds {limits.stall_timeout:g}s)")
     if isinstance(exc, requests.ReadTimeout) or "Read timed out" in text:
-        return DownloadError(504, f"the download from {url} stalled: no data for "
+        return DownloadError(504, f"the download from {redact(url)} stalled: no data for "
                              f"{limits.stall_timeout:g}s (downloadTimeoutSeconds)")
     if isinstance(exc, requests.TooManyRedirects):
-        return DownloadError(502, f"{url} redirected more than {limits.max_redirects} times")
+        return DownloadError(502, f"{redact(url)} redirected more than "
+                             f"{limits.max_redirects} times")
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return DownloadError(502, f"the connection to {url} broke before the whole file "
+        return DownloadError(502, f"the connection to {redact(url)} broke before the whole file "
                              f"arrived ({exc})")
     if isinstance(exc, requests.ConnectionError):
         reason = "connection refused" if "refused" in text.lower() else str(exc)
-        return DownloadError(502, f"cannot download {url}: {reason}")
-    return DownloadError(502, f"cannot download {url}: {text}")
+        return DownloadError(502, f"cannot download {redact(url)}: {reason}")
+    return DownloadError(502, f"cannot download {redact(url)}: {text}")

@@ -2,14 +2,16 @@
 
 ``fileDir`` is the shared emptyDir the game reads. A new file replaces the old
 one with one ``rename`` (atomic on the same filesystem), after which the
-directory is fsynced so the rename survives a crash. Until the reload has
-succeeded the previous file is kept as a hidden hard link, so a failed reload
-can put it back: a failed update leaves the previous file as it was.
+directory is fsynced so the rename survives a crash.
 
-Which version the file in place is lives in the state dir (``version_marker``),
-not here: fileDir is the game's directory. The temp file and the backup link
-must stay in fileDir, because a rename and a hard link work only within one
-filesystem; both are hidden and short-lived, and a restart removes leftovers.
+Which version the file in place is (``version_marker``), the copy of the
+previous file a rollback puts back (``kept_versions``) and the journal of an
+unconfirmed update (``pending``) all live in the state dir: fileDir is the
+game's directory. Only the download's temp file must be in fileDir, because
+a rename works only within one filesystem; it is hidden and short-lived, and
+a restart removes a leftover one. kidecar 0.1/0.2 kept a hidden hard link of
+the previous file here (``.kidecar-prev-*``): one left by a crash is put back
+at start and removed.
 """
 
 from __future__ import annotations
@@ -106,26 +108,22 @@ class FileSlot:
     def target(self, file_name: str) -> Path:
         return self.dir / file_name
 
-    def install(self, temp_path: Path, file_name: str) -> Installed:
-        """Rename ``temp_path`` onto ``file_name``, keeping the old file for a rollback."""
+    def install(self, temp_path: Path, file_name: str) -> Path:
+        """Rename ``temp_path`` onto ``file_name`` (keeping the old file's mode); fsync the dir.
+
+        The previous bytes are not kept here: the plugin copied them into the state
+        dir first (kept_versions), so fileDir holds nothing but the game's files.
+        """
         target = self.target(file_name)
-        backup = self.dir / (BACKUP_PREFIX + file_name)
-        remove_quietly(backup)
-        had_previous = True
         try:
-            os.link(target, backup)
+            mode = os.stat(target).st_mode & 0o7777
         except FileNotFoundError:
-            had_previous = False
-        try:
-            mode = os.stat(target).st_mode & 0o7777 if had_previous else None
-            if mode is not None:
-                os.chmod(temp_path, mode)
-            os.replace(temp_path, target)
-        except BaseException:
-            remove_quietly(backup)
-            raise
+            mode = None
+        if mode is not None:
+            os.chmod(temp_path, mode)
+        os.replace(temp_path, target)
         fsync_dir(self.dir)
-        return Installed(self, target, backup if had_previous else None)
+        return target
 
     def take_legacy_manifest(self) -> dict[str, Any] | None:
         """Read and remove the manifest older kidecars kept in fileDir (None if none).
@@ -146,24 +144,3 @@ class FileSlot:
         if not isinstance(data, dict) or not all(k in data for k in fields[:5]):
             return None
         return {k: data.get(k, "") for k in fields}
-
-
-class Installed:
-    """A file just put in place: ``commit`` drops the backup, ``rollback`` restores it."""
-
-    def __init__(self, slot: FileSlot, target: Path, backup: Path | None) -> None:
-        self.slot = slot
-        self.target = target
-        self.backup = backup
-
-    def commit(self) -> None:
-        if self.backup is not None:
-            remove_quietly(self.backup)
-
-    def rollback(self) -> None:
-        """Put the previous file back (or remove the new one if there was none)."""
-        if self.backup is not None:
-            os.replace(self.backup, self.target)
-        else:
-            remove_quietly(self.target)
-        fsync_dir(self.slot.dir)

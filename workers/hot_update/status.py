@@ -35,6 +35,16 @@ DOWNLOADING = "downloading"
 RELOADING = "reloading"
 FAILED = "failed"
 
+#: the stages of one update (DESIGN §9), then its outcome; ``idle`` before any update
+#: and after one that failed before touching fileDir (download, checksum, ...)
+VERIFYING = "verifying"
+INSTALLING = "installing"
+CONFIRMING = "confirming"
+SUCCEEDED = "succeeded"
+ROLLED_BACK = "rolledBack"
+STAGES = (IDLE, DOWNLOADING, VERIFYING, INSTALLING, RELOADING, CONFIRMING, SUCCEEDED,
+          ROLLED_BACK, FAILED)
+
 
 @dataclass(frozen=True)
 class Applied:
@@ -54,6 +64,8 @@ class UpdateStatus:
         self._lock = threading.Lock()
         self.applied: Applied | None = None
         self.state = IDLE
+        self.stage = IDLE
+        self._started = 0.0
         self.running: dict[str, Any] | None = None
         self.progress: Progress | None = None
         self.last_error: dict[str, Any] | None = None
@@ -66,6 +78,8 @@ class UpdateStatus:
         progress = Progress()
         with self._lock:
             self.state = DOWNLOADING
+            self.stage = DOWNLOADING
+            self._started = time.monotonic()
             self.running = {"version": version, "url": url, "restoring": restoring,
                             "startedAt": time.time()}
             self.progress = progress
@@ -75,10 +89,26 @@ class UpdateStatus:
         with self._lock:
             self.state = state
 
+    def set_stage(self, stage: str, **running: Any) -> None:
+        """The running update moved on (``state`` keeps its coarser seed-era values)."""
+        with self._lock:
+            self.stage = stage
+            if stage in (INSTALLING, RELOADING, CONFIRMING):
+                self.state = RELOADING
+                self.progress = None
+            if self.running is not None:
+                self.running.update(running)
+
+    def set_outcome(self, stage: str) -> None:
+        """How the last update ended: succeeded, rolledBack, failed, or idle (nothing changed)."""
+        with self._lock:
+            self.stage = stage
+
     def succeeded(self, applied: Applied, record: ResultRecord) -> None:
         with self._lock:
             self.applied = applied
             self.state = IDLE
+            self.stage = SUCCEEDED
             self.running = None
             self.progress = None
             self.last_error = None
@@ -131,8 +161,10 @@ class UpdateStatus:
             if self.progress is not None:
                 total = self.progress.total
                 done = self.progress.done
+                elapsed = time.monotonic() - self._started
                 progress = {"bytes": done, "total": total,
-                            "percent": round(100.0 * done / total, 1) if total else None}
+                            "percent": round(100.0 * done / total, 1) if total else None,
+                            "rate": round(done / elapsed) if elapsed > 0 else 0}
             return {
                 "version": applied.version if applied else "",
                 "url": applied.url if applied else "",
@@ -140,6 +172,7 @@ class UpdateStatus:
                 "sha256": applied.sha256 if applied else "",
                 "appliedAt": applied.since if applied else None,
                 "state": self.state,
+                "stage": self.stage,
                 "running": dict(self.running) if self.running else None,
                 "progress": progress,
                 "lastError": dict(self.last_error) if self.last_error else None,
@@ -153,6 +186,7 @@ class UpdateStatus:
             out: dict[str, Any] = {
                 "version": self.applied.version if self.applied else "",
                 "state": self.state,
+                "stage": self.stage,
             }
             if self.progress is not None:
                 out["bytes"] = self.progress.done

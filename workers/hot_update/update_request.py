@@ -14,9 +14,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from kidecar_supervisor.plugin_api import PluginCallError
+from workers.hot_update.url_redaction import allowed, redact
 
-# ASCII digits only, as the seeds' ^v\d+(\.\d+)*$ means (Python's \d is Unicode)
-VERSION_PATTERN = re.compile(r"v\d+(\.\d+)*", re.ASCII)
+#: label-safe (DESIGN §5): 1-63 of [A-Za-z0-9._-], alphanumeric at both ends; the seeds'
+#: v2 / v1.2.3 and build ids such as 1.4.2-hotfix3 or 2026.11.29-b42 all match
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?", re.ASCII)
 SHA256_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 KNOWN_PARAMS = ("version", "url", "sha256")
 # 255 bytes is the filesystem's limit; the backup copy's prefix needs room too
@@ -33,9 +35,18 @@ class UpdateRequest:
     file_name: str
     sha256: str = ""
 
+    @property
+    def shown_url(self) -> str:
+        """The URL as logs, results, Events and the status show it: no credentials."""
+        return redact(self.url)
 
-def parse_update_request(params: Any, allow_file_urls: bool) -> UpdateRequest:
-    """Check ``params`` (form or JSON fields) and return the request, or raise a 400."""
+
+def parse_update_request(params: Any, allow_file_urls: bool,
+                         allowed_prefixes: tuple[str, ...] = ()) -> UpdateRequest:
+    """Check ``params`` (form or JSON fields) and return the request, or raise 400/403.
+
+    A URL outside ``allowed_prefixes`` is a 403, decided here: before any connection.
+    """
     if not isinstance(params, dict):
         raise PluginCallError(400, "expected the fields version and url (form or JSON object)")
     unknown = sorted(str(k) for k, v in params.items() if k not in KNOWN_PARAMS and v is not None)
@@ -46,11 +57,17 @@ def parse_update_request(params: Any, allow_file_urls: bool) -> UpdateRequest:
     version = _text(params, "version", "e.g. version=v2")
     if not VERSION_PATTERN.fullmatch(version):
         raise PluginCallError(
-            400, f"version {version!r} is malformed: it must look like v2 or v1.2.3 "
-            r"(pattern ^v\d+(\.\d+)*$)", field="version",
+            400, f"version {version!r} is malformed: it must be label-safe, 1-63 characters "
+            "of letters, digits, '.', '_' and '-', starting and ending with a letter or digit "
+            "(e.g. v2, 1.4.2-hotfix3, 2026.11.29-b42)", field="version",
         )
     url = _text(params, "url", "e.g. url=https://example.com/files/index.html")
     file_name = _file_name(url, allow_file_urls)
+    if not allowed(url, allowed_prefixes):
+        raise PluginCallError(
+            403, f"url {redact(url)} is not under any of allowedUrlPrefixes "
+            f"({', '.join(allowed_prefixes)}); nothing was downloaded", field="url",
+        )
     sha256 = params.get("sha256") or ""
     if sha256:
         if not isinstance(sha256, str) or not SHA256_PATTERN.fullmatch(sha256.strip()):
@@ -79,7 +96,8 @@ def _file_name(url: str, allow_file_urls: bool) -> str:
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise PluginCallError(400, f"url {url!r} is not a valid URL: {exc}", field="url") from None
+        raise PluginCallError(400, f"url {redact(url)!r} is not a valid URL: {exc}",
+                              field="url") from None
     scheme = parts.scheme.lower()
     if scheme == "file":
         if not allow_file_urls:
@@ -89,19 +107,21 @@ def _file_name(url: str, allow_file_urls: bool) -> str:
             )
     elif scheme not in ("http", "https"):
         raise PluginCallError(
-            400, f"url must be http:// or https://, got {scheme + '://' if scheme else url!r}",
+            400, "url must be http:// or https://, got "
+            f"{scheme + '://' if scheme else redact(url)!r}",
             field="url",
         )
     elif not parts.hostname:
-        raise PluginCallError(400, f"url {url!r} has no host", field="url")
+        raise PluginCallError(400, f"url {redact(url)!r} has no host", field="url")
     else:
         try:
             parts.port  # noqa: B018 - raises for a port out of range
         except ValueError as exc:
-            raise PluginCallError(400, f"url {url!r} has a bad port: {exc}",
+            raise PluginCallError(400, f"url {redact(url)!r} has a bad port: {exc}",
                                   field="url") from None
         if any(ch.isspace() for ch in parts.netloc):
-            raise PluginCallError(400, f"url {url!r} has white space in its host", field="url")
+            raise PluginCallError(400, f"url {redact(url)!r} has white space in its host",
+                                  field="url")
     raw_name = parts.path.rsplit("/", 1)[-1]
     name = unquote(raw_name)
     problem = _name_problem(name)
