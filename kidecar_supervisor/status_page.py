@@ -159,11 +159,12 @@ def _action_button(name: str, action: str, why_disabled: str) -> str:
 def _hot_update_section(answer: Answer) -> str:
     parts = ["<section class=card id=hot-update><h2>Hot update</h2>"]
     if not answer.ok or not isinstance(answer.body, dict):
+        # no hot_update plugin (404) or it does not answer: say so, draw no empty tables
         parts.append(f"<p id=hu-problem class=muted>{_e(answer.error())}</p>")
-        parts.append(_hot_update_body({}))
+        parts.append("<div id=hu-body hidden>" + _hot_update_body({}) + "</div>")
     else:
         parts.append("<p id=hu-problem class=muted hidden></p>")
-        parts.append(_hot_update_body(answer.body))
+        parts.append("<div id=hu-body>" + _hot_update_body(answer.body) + "</div>")
     parts.append("</section>")
     return "".join(parts)
 
@@ -547,6 +548,7 @@ function drawHotUpdate(answer) {
   const problem = $("hu-problem");
   problem.hidden = answer.ok;
   problem.textContent = answer.ok ? "" : errorOf(answer);
+  $("hu-body").hidden = !answer.ok;
   const stage = String(status.stage || status.state || "unknown");
   $("hu-version").textContent = status.version || "none yet";
   $("hu-stage").textContent = stage;
@@ -645,12 +647,15 @@ async function mutate(path, body, label) {
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button");
   if (!button || button.disabled) return;
+  // what takes the game down or changes its files is confirmed first; a restart is not
   if (button.dataset.action) {
     const {plugin, action} = button.dataset;
+    if (action === "stop" && !confirm(`Stop ${plugin}? It stays stopped until Start.`)) return;
     mutate(`/plugins/${encodeURIComponent(plugin)}/${action}`, {}, `${action} ${plugin}`);
   } else if (button.dataset.rollback !== undefined) {
     const version = button.dataset.rollback;  // always named: never "whatever is previous"
-    if (version) mutate("/hot-update/rollback", {version}, `roll back to ${version}`);
+    if (!version || !confirm(`Roll the game back to ${version}?`)) return;
+    mutate("/hot-update/rollback", {version}, `roll back to ${version}`);
   }
 });
 

@@ -145,6 +145,12 @@ def test_roll_back_button_changes_the_version(sidecar: Sidecar, upstream: Upstre
         assert "v1" in enabled and "v2" not in enabled and "" not in enabled
         button = page.locator("#kept tr[data-version='v1'] button[data-rollback]")
         screenshot(page, "05-before-rollback")
+        asked: list[str] = []
+        page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+        button.click()  # the operator changes their mind: nothing happens
+        assert asked == ["Roll the game back to v1?"]
+        assert sidecar.get("/hot-update").json()["version"] == "v2"
+        page.once("dialog", lambda dialog: dialog.accept())
         button.click()
         page.wait_for_function(
             "() => document.querySelector('#hu-version').textContent === 'v1'", timeout=60_000)
@@ -210,3 +216,37 @@ def test_hostile_values_are_drawn_as_text(sidecar: Sidecar) -> None:
         assert page.locator("#kept button[data-rollback]").get_attribute("data-rollback") == evil
         assert page.locator("#hot-update img").count() == 0
         assert page.evaluate("window.pwned === undefined")
+
+
+def test_stop_and_start_without_a_hot_update_plugin(tmp_path: Path) -> None:
+    sidecar = start_sidecar({"plugins": [
+        {"name": "sleeper", "binary": {"path": "sleep", "args": ["3600"]}}]}, tmp_path,
+        wait_ready=True)
+    try:
+        before = sidecar.wait_state("sleeper", "Running")
+        with browser_page() as page:
+            page.goto(sidecar.url + "/")
+            # no hot_update configured: the section says so and draws no empty tables
+            assert "not configured" in page.locator("#hu-problem").inner_text()
+            assert page.locator("#hu-body").is_hidden()
+            row = "#plugins tr[data-plugin='sleeper']"
+            asked: list[str] = []
+            page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+            page.locator(f"{row} button[data-action=stop]").click()
+            page.wait_for_function(
+                "row => document.querySelector(row + ' .state').textContent === 'Stopped'",
+                arg=row)
+            assert page.locator(f"{row} td.pid").inner_text() == "–"
+            assert page.locator(f"{row} button[data-action=stop]").is_disabled()
+            assert asked == ["Stop sleeper? It stays stopped until Start."]
+            assert sidecar.plugin("sleeper")["state"] == "Stopped"
+            screenshot(page, "08-stopped")
+            page.locator(f"{row} button[data-action=start]").click()
+            page.wait_for_function(
+                "row => document.querySelector(row + ' .state').textContent === 'Running'",
+                arg=row)
+        after = sidecar.wait_state("sleeper", "Running")
+        assert after["pid"] != before["pid"]
+    finally:
+        assert sidecar.stop() == 0
+    assert sidecar.alive_leftovers() == []

@@ -76,6 +76,7 @@ def test_unhealthy_and_unreachable_are_said_not_hidden() -> None:
     assert "<span id=ready class='pill bad'>not ready: probe</span>" in html
     assert "<td colspan=7 class=bad>supervisor unavailable: timed out</td>" in html
     assert "<p id=hu-problem class=muted>unknown plugin &#x27;hot_update&#x27;</p>" in html
+    assert "<div id=hu-body hidden>" in html  # no empty version/kept/history tables
     assert Answer(500).error() == "HTTP 500"
 
 
