@@ -117,8 +117,15 @@ def shared_volumes(opts: InjectOptions) -> list[tuple[str, str]]:
 
 def security_context(opts: InjectOptions, spec: dict[str, Any], game: dict[str, Any],
                      notes: list[str]) -> dict[str, Any]:
-    """Who kidecar runs as: signalling the game needs the game's UID, or root with CAP_KILL."""
-    base: dict[str, Any] = {"allowPrivilegeEscalation": False}
+    """Who kidecar runs as, with the least privilege that lets it signal the game.
+
+    The kernel lets a process signal another only under the same UID or with
+    CAP_KILL (docs/deploy.md): the game's UID when the pod or game declares one,
+    else (nginx's master: root) root with every capability dropped but KILL.
+    Otherwise, no capability at all.
+    """
+    base: dict[str, Any] = {"allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}}
     pod_sc = spec.get("securityContext") or {}
     game_sc = game.get("securityContext") or {}
     uid = opts.run_as_user
@@ -134,7 +141,7 @@ def security_context(opts: InjectOptions, spec: dict[str, Any], game: dict[str, 
                      "same UID with --run-as-user, or it cannot signal the game")
         return base
     # the game runs as its image's user (nginx's master: root): root with only CAP_KILL
-    return {"runAsUser": 0, "runAsNonRoot": False, **base,
+    return {"runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"], "add": ["KILL"]}}
 
 

@@ -193,9 +193,10 @@ def test_who_kidecar_runs_as() -> None:
     doc = manifest("Pod")
     doc["spec"]["securityContext"] = {"runAsUser": 1000, "runAsGroup": 1000}
     same_uid = injected_spec("Pod", doc=doc)["initContainers"][0]["securityContext"]
-    assert same_uid == {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False}
+    no_caps = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert same_uid == {"runAsUser": 1000, "runAsGroup": 1000, **no_caps}
     no_signal = injected_spec("Pod", OPTS._replace(needs_signal=False))
-    assert no_signal["initContainers"][0]["securityContext"] == {"allowPrivilegeEscalation": False}
+    assert no_signal["initContainers"][0]["securityContext"] == no_caps
     doc = manifest("Pod")
     doc["spec"]["securityContext"] = {"runAsNonRoot": True}
     report = inject_text(yaml.safe_dump(doc), OPTS)
