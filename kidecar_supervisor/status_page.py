@@ -218,7 +218,7 @@ def _kept_rows(kept: Any, current: str) -> str:
             f"<tr data-version='{_e(version)}'><td class=name>{label}{tag}</td>"
             f"<td class=mono>{_e(entry.get('url') or '')}</td>"
             f"<td class=num>{_e(_size_text(entry.get('bytes')))}</td>"
-            f"<td>{_e(format_time(entry.get('at')))}</td>"
+            f"<td class=when>{_e(format_time(entry.get('at')))}</td>"
             f"<td class=actions><button data-rollback='{_e(version)}' "
             f"title='{_e(title or f'put {version} back, reload and confirm it')}'"
             f"{' disabled' if title else ''}>Roll back</button></td></tr>")
@@ -247,7 +247,7 @@ def _history_rows(history: Any) -> str:
             continue
         good = bool(entry.get("success"))
         rows.append(
-            f"<tr><td>{_e(format_time(entry.get('timestamp')))}</td>"
+            f"<tr><td class=when>{_e(format_time(entry.get('timestamp')))}</td>"
             f"<td class=name>{_e(entry.get('version') or '')}</td>"
             f"<td><span class='state {'good' if good else 'bad'}'>"
             f"{'succeeded' if good else 'failed'}</span></td>"
@@ -385,7 +385,7 @@ th,td{text-align:left;padding:7px 10px;border-bottom:1px solid var(--line);verti
 tr:last-child td{border-bottom:none}
 .num{font-variant-numeric:tabular-nums}.mono{font-family:ui-monospace,Menlo,monospace;
 font-size:12px;word-break:break-all}
-.name{font-weight:600}.muted{color:var(--muted)}
+.name{font-weight:600}.muted{color:var(--muted)}.when{white-space:nowrap}
 .error{color:var(--bad);max-width:380px;word-break:break-word}
 .pill,.state{display:inline-block;border-radius:999px;padding:2px 10px;font-size:12px;
 font-weight:600}
@@ -572,7 +572,7 @@ function drawHotUpdate(answer) {
     : [el("tr", {class: "empty"}, el("td", {colspan: 5, class: "muted"}, "no kept versions"))]));
   const history = Array.isArray(status.history) ? status.history.slice(0, CONFIG.historyRows) : [];
   $("history").tBodies[0].replaceChildren(...(history.length ? history.map((h) => el("tr", {},
-      el("td", {}, formatTime(h.timestamp)),
+      el("td", {class: "when"}, formatTime(h.timestamp)),
       el("td", {class: "name"}, h.version || ""),
       el("td", {}, el("span", {class: `state ${h.success ? "good" : "bad"}`},
                       h.success ? "succeeded" : "failed")),
@@ -591,7 +591,7 @@ function keptRow(current) {
       name,
       el("td", {class: "mono"}, k.url || ""),
       el("td", {class: "num"}, typeof k.bytes === "number" ? formatBytes(k.bytes) : ""),
-      el("td", {}, formatTime(k.at)),
+      el("td", {class: "when"}, formatTime(k.at)),
       el("td", {class: "actions"}, el("button", {
         dataset: {rollback: version}, disabled: Boolean(why),
         title: why || `put ${version} back, reload and confirm it`,
