@@ -3,10 +3,12 @@
 #   docker build -t kidecar:0.1.0 .
 #   docker build -t kidecar:0.1.0-empty --build-arg KIDECAR_EMPTY=1 .   # SidecarSet hotUpgradeEmptyImage
 #
-# Runs as the non-root user kidecar, UID/GID 65532. Signalling the game's process
-# (hot_update/file_sync loadPatchType: signal) needs shareProcessNamespace: true in the
-# pod AND either the game's own UID (securityContext.runAsUser) or root with CAP_KILL;
-# see docs/deploy.md. The install steps below are exercised in CI without a Docker
+# Runs as the non-root user kidecar, UID/GID 65532, with no capability. Signalling the
+# game's process (hot_update/file_sync loadPatchType: signal) needs shareProcessNamespace:
+# true in the pod AND either the game's own UID (securityContext.runAsUser) or, beside a
+# root game like the seeds' nginx, root with every capability dropped but KILL: the pod
+# grants that, `kidecar inject` / `kidecar migrate` render it, and a refused signal says
+# so in the reply and the log (docs/deploy.md, "Signalling the game"). The install steps below are exercised in CI without a Docker
 # engine by tools/docker-steps-check (tests/process/test_dockerfile_steps.py): keep RUN steps
 # to what that tool understands (pip install, groupadd/useradd, mkdir, chown, chmod).
 FROM python:3.11-slim-bookworm
