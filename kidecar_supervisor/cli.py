@@ -238,7 +238,8 @@ def cmd_hot_update(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """``POST /hot-update/rollback``: the answer is an update's (status, version, recorded)."""
-    data = {"version": args.rollback_version} if args.rollback_version else {}
+    # --version "" is sent as given (a 400), never taken as "the previous one"
+    data = {} if args.rollback_version is None else {"version": args.rollback_version}
     status, body = _http(args, "POST", "/hot-update/rollback", data)
     return _finish(status, body, True)
 

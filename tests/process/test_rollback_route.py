@@ -103,6 +103,15 @@ def test_a_rollback_needs_the_token_like_every_change(tmp_path: Path, file_dir: 
     assert sidecar.alive_leftovers() == []
 
 
+def test_cli_sends_an_empty_version_as_given(sidecar: Sidecar, upstream: UpstreamServer) -> None:
+    """``--version ""`` is a mistake to report, not a request for the previous version."""
+    update(sidecar, upstream, "v1")
+    update(sidecar, upstream, "v2")
+    empty = kidecar("rollback", "--sidecar", sidecar.url, "--version", "")
+    assert empty.returncode == 1 and "HTTP 400" in empty.stderr, empty.stderr
+    assert sidecar.get("/hot-update").json()["version"] == "v2"
+
+
 def test_unreachable_sidecar_is_exit_3(tmp_path: Path) -> None:
     gone = kidecar("rollback", "--sidecar", "http://127.0.0.1:9", "--version", "v1")
     assert gone.returncode == 3 and "cannot reach the sidecar" in gone.stderr
