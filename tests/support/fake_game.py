@@ -1,10 +1,19 @@
 """A stand-in game process for reload tests: re-reads its file on SIGHUP.
 
-Run as a script (``python tests/fake_game.py --file F --report R --tag T``) it
-writes a JSON report ``{"pid", "hups", "content", "loads"}`` at start and after
-every SIGHUP; ``--tag`` only puts a unique marker on its command line for
-``processName`` to match. ``FakeGame`` starts one from a test and waits for
-its report.
+Run as a script (``python tests/support/fake_game.py --file F --report R --tag T``) it
+writes a JSON report ``{"pid", "hups", "content", "loads", "version", "error"}`` at
+start and after every SIGHUP; ``--tag`` only puts a unique marker on its command
+line for ``processName`` to match. ``FakeGame`` starts one from a test and waits
+for its report.
+
+For confirmed hot updates (DESIGN §9) it can tell which version it loaded, on
+``GET http://127.0.0.1:<--version-port>/version`` (``{"version": ..., "lastReloadError":
+...}``) and/or in ``--version-file``. What it does with a file is up to the file, so a
+test only serves different files: a JSON file ``{"version": "v2"}`` loads v2;
+``{"version": "v3", "reject": "why"}`` is refused (the previous version stays, the
+error is reported: a NACK); ``{"version": "v4", "silent": true}`` is loaded but never
+reported (the old version is still reported: a timeout); ``{"version": "v5",
+"crash": true}`` kills the game while loading it. Any other content has no version.
 """
 
 from __future__ import annotations
@@ -15,8 +24,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +40,73 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _report(path: str, state: dict[str, Any]) -> None:
+def _write(path: str, text: str) -> None:
     temp = path + ".tmp"
     with open(temp, "w") as out:
-        json.dump(state, out)
+        out.write(text)
     os.replace(temp, path)
+
+
+def _instructions(content: str | None) -> dict[str, Any]:
+    try:
+        doc = json.loads(content or "")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+class Game:
+    """What the game loaded; shared by the signal loop and the version endpoint."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.lock = threading.Lock()
+        self.state: dict[str, Any] = {"pid": os.getpid(), "hups": 0, "content": None,
+                                      "loads": [], "version": "", "error": ""}
+
+    def load(self, reload: bool) -> None:
+        content = _read(self.args.file)
+        doc = _instructions(content)
+        if doc.get("crash"):
+            os._exit(3)  # dies loading the file, as a game with a bad script would
+        with self.lock:
+            state = self.state
+            if reload:
+                state["hups"] += 1
+            state["content"] = content
+            state["loads"].append(content)
+            if doc.get("reject"):
+                state["error"] = str(doc["reject"])
+            elif not doc.get("silent"):
+                state["version"] = str(doc.get("version", ""))
+                state["error"] = ""
+            report = dict(state)
+        _write(self.args.report, json.dumps(report))
+        if self.args.version_file:
+            _write(self.args.version_file, report["version"])
+
+    def version_doc(self) -> bytes:
+        with self.lock:
+            return json.dumps({"version": self.state["version"],
+                               "lastReloadError": self.state["error"]}).encode()
+
+
+def _serve(game: Game, port: int) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            body = game.version_doc()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
 def main() -> None:
@@ -41,34 +114,51 @@ def main() -> None:
     parser.add_argument("--file", required=True)
     parser.add_argument("--report", required=True)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--version-port", type=int, default=0)
+    parser.add_argument("--version-file", default="")
     args = parser.parse_args()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
-    content = _read(args.file)
-    state: dict[str, Any] = {"pid": os.getpid(), "hups": 0, "content": content,
-                             "loads": [content]}
-    _report(args.report, state)
+    game = Game(args)
+    if args.version_port:
+        _serve(game, args.version_port)
+    game.load(reload=False)
     while True:
         received = signal.sigwait({signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
         if received != signal.SIGHUP:
             return
-        content = _read(args.file)
-        state["hups"] += 1
-        state["content"] = content
-        state["loads"].append(content)
-        _report(args.report, state)
+        game.load(reload=True)
 
 
 class FakeGame:
-    """A running fake game; ``tag`` is the unique processName that matches it."""
+    """A running fake game; ``tag`` is the unique processName that matches it.
 
-    def __init__(self, workdir: Path, file_path: Path) -> None:
-        self.tag = f"fake-game-{uuid.uuid4().hex[:12]}"
+    ``version_port``: serve ``/version`` there (0: no endpoint); ``tag``: reuse the
+    tag of a game this one replaces (a container the kubelet restarted).
+    """
+
+    def __init__(self, workdir: Path, file_path: Path, version_port: int = 0,
+                 version_file: Path | None = None, tag: str = "") -> None:
+        self.tag = tag or f"fake-game-{uuid.uuid4().hex[:12]}"
+        self.workdir = workdir
+        self.file_path = file_path
+        self.version_port = version_port
+        self.version_file = version_file
+        self.version_url = f"http://127.0.0.1:{version_port}/version"
         self.report_path = workdir / f"{self.tag}.json"
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--file", str(file_path), "--report",
-             str(self.report_path), "--tag", self.tag],
-        )
+        self.report_path.unlink(missing_ok=True)
+        argv = [sys.executable, __file__, "--file", str(file_path), "--report",
+                str(self.report_path), "--tag", self.tag]
+        if version_port:
+            argv += ["--version-port", str(version_port)]
+        if version_file is not None:
+            argv += ["--version-file", str(version_file)]
+        self.proc = subprocess.Popen(argv)
         self.wait_for(lambda r: True)
+
+    def restarted(self) -> FakeGame:
+        """The same game started again (as the kubelet restarts a crashed container)."""
+        return FakeGame(self.workdir, self.file_path, self.version_port, self.version_file,
+                        self.tag)
 
     def report(self) -> dict[str, Any] | None:
         try:

@@ -31,6 +31,9 @@ from kidecar_supervisor.plugin_kit.durable_files import remove_quietly
 from workers.hot_update.url_redaction import redact, scrub
 
 log = logging.getLogger("kidecar.hot_update.download")
+# urllib3 logs every request line at DEBUG, query string (a pre-signed token) and all:
+# kidecar's logs never carry a URL's credentials (DESIGN §5), whatever the log level
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 TEMP_PREFIX = ".kidecar-tmp-"
 CHUNK_BYTES = 256 * 1024
