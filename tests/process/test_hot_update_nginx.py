@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -141,3 +142,57 @@ def test_nginx_keeps_old_content_without_reload(tmp_path: Path) -> None:
         assert nginx.get() == b"old\n"
     finally:
         nginx.stop()
+
+
+def confirm_nginx_config(root: Path, nginx: Nginx, timeout: float = 5.0) -> dict[str, Any]:
+    """The seed's nginx, confirmed by what nginx itself serves (DESIGN §9)."""
+    return {"loadPatchType": "signal",
+            "signal": {"processName": SEED_PROCESS_NAME, "signalName": "SIGHUP"},
+            "fileDir": str(root), "storageConfig": {"type": "Local"},
+            "confirm": {"http": {"url": nginx.url.replace("index.html", "version.json"),
+                                 "jsonPath": "$.version"},
+                        "timeoutSeconds": timeout, "intervalSeconds": 0.1}}
+
+
+@pytest.fixture
+def versioned_nginx(tmp_path: Path) -> Iterator[tuple[Path, Nginx]]:
+    root = tmp_path / "downloads"
+    root.mkdir()
+    (root / "index.html").write_bytes(b"<h1>game</h1>\n")
+    (root / "version.json").write_bytes(b'{"version": "v1"}\n')
+    workdir = tmp_path / "nginx"
+    workdir.mkdir()
+    nginx = Nginx(workdir, root)
+    yield root, nginx
+    nginx.stop()
+
+
+def served_version(nginx: Nginx) -> Any:
+    return requests.get(nginx.url.replace("index.html", "version.json"), timeout=5).json()
+
+
+def test_nginx_confirms_the_version_it_serves(tmp_path: Path, upstream: UpstreamServer,
+                                              versioned_nginx: tuple[Path, Nginx]) -> None:
+    root, nginx = versioned_nginx
+    url = upstream.add_file("version.json", b'{"version": "1.4.2-hotfix3"}\n')
+    with PluginRun(confirm_nginx_config(root, nginx), tmp_path / "state") as run:
+        status, body = run.call({"version": "1.4.2-hotfix3", "url": url})
+        assert status == 200 and body["outcome"] == "succeeded", body
+        assert "the game reports 1.4.2-hotfix3" in body["confirmed"]
+    assert served_version(nginx) == {"version": "1.4.2-hotfix3"}
+
+
+def test_nginx_serving_another_version_is_rolled_back(
+        tmp_path: Path, upstream: UpstreamServer, versioned_nginx: tuple[Path, Nginx]) -> None:
+    """The file posted as v3 says v2-bad: nginx never serves v3, so v1 goes back, byte for byte."""
+    root, nginx = versioned_nginx
+    before = (root / "version.json").read_bytes()
+    url = upstream.add_file("version.json", b'{"version": "v2-bad"}\n')
+    with PluginRun(confirm_nginx_config(root, nginx, timeout=2), tmp_path / "state") as run:
+        status, body = run.call({"version": "v3", "url": url})
+        assert status == 424 and body["outcome"] == "rolledBack", body
+        assert body["runningVersion"] == "v1" and "did not report 'v3'" in body["reason"]
+    assert (root / "version.json").read_bytes() == before
+    assert sorted(p.name for p in root.iterdir()) == ["index.html", "version.json"]
+    wait_until(lambda: served_version(nginx) == {"version": "v1"}, timeout=10,
+               what="nginx to serve v1 again")
