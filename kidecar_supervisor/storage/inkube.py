@@ -4,19 +4,24 @@ What goes where (encoding in ``result_codec``):
 
 * ``record_result``: pod annotation ``annotationKey`` (JSON: version,
   success, url, time, message, and ``lastGood`` after a failure) plus labels
-  ``labelKey``/``labelKey-success`` if configured, one merge patch; the
-  result ConfigMap (``resultConfigMap``, default ``kube-system/sidecar-result``)
-  gets this pod's entry and, on success, its workload's entry, one merge
-  patch; an Event HotUpdateSucceeded/HotUpdateFailed on the pod. That is 3
-  API requests per result (the pod is read once per sidecar, then kept
-  current from the PATCH answers).
+  ``labelKey``/``labelKey-success`` if configured, one merge patch; the pod's
+  shard of the result ConfigMap (``result_shards``: ``<resultConfigMap>-<nnnn>``,
+  default namespace ``kube-system``) gets this pod's entry, one merge patch,
+  and on success the workload record when it is behind (rare); an Event
+  HotUpdateSucceeded/HotUpdateFailed on the pod. That is 3 API requests per
+  result (the pod is read once per sidecar, then kept current from the PATCH
+  answers). Events are best effort: a 403 on Events turns them off for the
+  process with one warning (``events_off``), nothing about them is journaled.
 * ``apply_markers``: labels/annotations (None removes) in one merge patch of
   the pod, and ``target_value`` into the target (``targets``).
-* ``latest_for_pod``: the pod annotation (survives container restarts), or
-  what this sidecar recorded locally if that is newer or the API is down.
-* ``latest_for_workload``: the workload entry of the result ConfigMap; the
-  key includes the namespace, kind and name of the workload, so another
-  workload's result is never returned.
+* ``latest_for_pod``: the pod annotation (survives container restarts; the Go
+  kidecar's ``"v2: Update success"`` too), the pod's shard entry (a pod
+  recreated with the same name), the old single-ConfigMap layout and the Go
+  kidecar's keys (``legacy_records``), or what this sidecar recorded locally
+  if that is newer or the API is down.
+* ``latest_for_workload``: the workload record in its shard, else the old
+  layout's; the key includes the namespace, kind and name of the workload, so
+  another workload's result is never returned.
 
 Durability: every write is first appended to the write-ahead journal under
 ``<state_dir>/kube-journal`` (fsynced, *held* so the replayer leaves it
@@ -34,7 +39,13 @@ A background thread replays it with backoff, as soon as the API answers
 again and at the next start (a new InKubeStore on the same state_dir).
 Errors the API will never accept (404 pod, 422 invalid label key, unknown
 target resource) are raised to the caller with the API's answer; nothing is
-silently dropped (unwritable journal entries are kept under ``failed/``).
+silently dropped (unwritable journal entries are kept under ``failed/``). A
+401/403 is retried while RBAC may still be fixed, for ``FORBIDDEN_GIVE_UP``
+seconds from the first refusal of that part, then kept under ``failed/`` too:
+a permission missing for an hour never grows the journal. The journal is
+bounded (``JournalLimits``) and handed over between the two instances of a
+hot upgrade (``Journal(exclusive=True)``; a standby instance takes over when
+the older one stops or dies).
 
 Every InKubeStore of one sidecar (one per storage config) shares one
 backend per state_dir: one client, one pod cache, one journal, one replay
@@ -71,16 +82,24 @@ from kidecar_supervisor.storage.base import (
     partial_outcome,
 )
 from kidecar_supervisor.storage.coalesce import Coalescer
-from kidecar_supervisor.storage.journal import Entry, Journal
+from kidecar_supervisor.storage.journal import Entry, Journal, JournalLimits
 from kidecar_supervisor.storage.kube_api import (
     KubeClient,
     KubeError,
+    KubeForbidden,
+    KubeNotFound,
     KubeUnavailable,
     ResourcePath,
     RetryPolicy,
 )
 from kidecar_supervisor.storage.kube_events import EventRecorder
+from kidecar_supervisor.storage.legacy_records import (
+    LegacyRecords,
+    configmap_data,
+    go_annotation_version,
+)
 from kidecar_supervisor.storage.result_configmap import ResultConfigMap
+from kidecar_supervisor.storage.result_shards import ShardedResults, good_from_pod_value, url_of
 from kidecar_supervisor.storage.targets import TargetWriter
 from kidecar_supervisor.storage.templating import first_container_env
 from kidecar_supervisor.storage.workload import Workload, workload_of
@@ -93,6 +112,10 @@ LATEST_FILE = "inkube-latest.json"
 REPLAY_RETRY = RetryPolicy(attempts=2, base=0.2, cap=1.0, deadline=5.0)
 REPLAY_BACKOFF_MAX = 5.0
 DIRECT_RETRY = RetryPolicy(attempts=4, base=0.2, cap=2.0, deadline=8.0)
+#: a part refused with 401/403 this long (from its first refusal) goes to failed/
+FORBIDDEN_GIVE_UP = 600.0
+#: how often a standby journal (hot upgrade) tries to take over the main one
+HANDOVER_POLL = 0.5
 
 
 def _camel(name: str) -> str:
@@ -159,7 +182,9 @@ class _Backend:
     """Everything one sidecar (one state_dir) shares between its stores."""
 
     def __init__(self, identity: PodIdentity, state_dir: Path, client: KubeClient,
-                 self_env: Callable[[], Mapping[str, str]]) -> None:
+                 self_env: Callable[[], Mapping[str, str]],
+                 limits: JournalLimits | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         if not identity.in_cluster:
             raise KubeError("InKube storage needs the pod's name and namespace: set POD_NAME "
                             "and POD_NAMESPACE from the downward API")
@@ -169,11 +194,18 @@ class _Backend:
         self.self_env = self_env
         self.refs = 0
         self.coalescer = Coalescer()
-        self.journal = Journal(state_dir / JOURNAL_DIR)
+        self.clock = clock
+        self.journal = Journal(state_dir / JOURNAL_DIR, limits, exclusive=True, clock=clock)
+        self.journal.on_adopt = self._adopted
+        #: why Events are off for this process (a 403 on Events), or None
+        self.events_off: str | None = None
+        self.forbidden_given_up = 0
         self.latest_path = state_dir / LATEST_FILE
         self.latest_lock = threading.Lock()  # one file for every store of the sidecar
         self.pod_path = ResourcePath("", "v1", "pods", identity.namespace, identity.pod_name)
         self.configmaps = ResultConfigMap(client, self.coalescer)
+        self.shards = ShardedResults(client, self.coalescer)
+        self._legacy: dict[tuple[str, str], LegacyRecords] = {}
         self.events = EventRecorder(client, identity.namespace, self._involved,
                                     identity.node_name)
         self.targets = TargetWriter(client, self.coalescer, identity.pod_name,
@@ -188,9 +220,34 @@ class _Backend:
         #: the last attempt got no answer (or 429/5xx): queue everything, don't wait on it
         self._api_down = False
         client.on_answer(self._answered)
+        client.forbidden_quiet.add("events")  # _events_forbidden says it once
+        self._handover: threading.Thread | None = None
+        if not self.journal.owner:
+            self._handover = threading.Thread(target=self._await_handover, daemon=True,
+                                              name="kidecar-journal-handover")
+            self._handover.start()
         if len(self.journal):
             log.info("replaying %d journaled Kubernetes writes", len(self.journal))
             self._ensure_replayer()
+
+    def _await_handover(self) -> None:
+        """Standby (hot upgrade): take the older instance's journal once it lets go."""
+        while not self._stop.is_set():
+            try:
+                if self.journal.try_take_over():
+                    return
+            except Exception:  # noqa: BLE001 - keep trying; the entries stay on disk
+                log.exception("journal take-over failed; retrying")
+            self._stop.wait(HANDOVER_POLL)
+
+    def _adopted(self) -> None:
+        self._wake.set()
+        self._ensure_replayer()
+
+    def stats(self) -> dict[str, Any]:
+        """Journal numbers and whether Events are on, for /metrics."""
+        return {**self.journal.stats(), "eventsOff": self.events_off is not None,
+                "forbiddenGivenUp": self.forbidden_given_up}
 
     def _answered(self) -> None:
         self._api_down = False
@@ -231,6 +288,23 @@ class _Backend:
     def workload(self, retry: RetryPolicy | None = None) -> Workload:
         return workload_of(self.pod(retry=retry))
 
+    def legacy(self, cfg: StorageConfig) -> LegacyRecords:
+        """The single result ConfigMap of older writers, read once (never written)."""
+        key = (cfg.result_namespace, cfg.result_configmap)
+        with self._lock:
+            cached = self._legacy.get(key)
+        if cached is not None:
+            return cached
+        try:
+            obj = self.client.get(ResultConfigMap.path(cfg.result_configmap,
+                                                       cfg.result_namespace))
+        except KubeNotFound:
+            obj = None
+        found = LegacyRecords(configmap_data(obj), self.identity.namespace)
+        with self._lock:
+            self._legacy[key] = found
+        return found
+
     # -- operations --------------------------------------------------------------
     def run(self, entry: Entry, retry: RetryPolicy, blocked: set[str] | None = None) -> Refused:
         """Do what is left of ``entry`` (its ``parts`` shrink as they are written).
@@ -250,7 +324,17 @@ class _Backend:
             if obj in blocked:
                 continue
             try:
-                self._run_part(entry, part, retry)
+                if not (obj == "event" and self.events_off):
+                    self._run_part(entry, part, retry)
+            except KubeForbidden as exc:
+                if obj == "event" and exc.status == 403:
+                    self._events_forbidden(exc)
+                elif not self._forbidden_too_long(entry, part):
+                    error = exc
+                    blocked.add(obj)
+                    continue
+                else:
+                    refused.append((part, exc))
             except KubeError as exc:
                 if exc.retriable:
                     error = exc
@@ -260,10 +344,34 @@ class _Backend:
                     continue
                 refused.append((part, exc))
             entry["parts"].remove(part)
+            entry.get("forbidden", {}).pop(part, None)
         if entry["parts"]:
             raise _PartFailed(error or KubeError("waiting behind an earlier write of the "
                                                  "same object"), refused)
         return refused
+
+    def _events_forbidden(self, exc: KubeForbidden) -> None:
+        """Events are best effort: the first 403 turns them off, with one warning."""
+        if self.events_off is not None:
+            return
+        self.events_off = str(exc)
+        log.warning("Events are off for this sidecar process: its ServiceAccount may not "
+                    "create events in namespace %r (missing RBAC rule: apiGroups [\"\"], "
+                    "resources [events], verbs [create, patch]; see config/rbac.yaml). "
+                    "Hot updates, recovery and markers go on; no Event is journaled. "
+                    "API said: %s", self.identity.namespace, exc)
+
+    def _forbidden_too_long(self, entry: Entry, part: str) -> bool:
+        """Whether ``part`` has been refused with 401/403 for ``FORBIDDEN_GIVE_UP`` seconds.
+
+        The first refusal's time is kept in the entry (it survives restarts);
+        until then a fixed RBAC still gets the write through.
+        """
+        since = entry.setdefault("forbidden", {}).setdefault(part, self.clock())
+        if self.clock() - float(since) < FORBIDDEN_GIVE_UP:
+            return False
+        self.forbidden_given_up += 1
+        return True
 
     def _blocked(self) -> set[str] | None:
         """Objects with a journaled write still waiting; None: the API is down, queue all."""
@@ -277,12 +385,12 @@ class _Backend:
         """Keep the refused parts under failed/ (with an error log); the rest stays queued."""
         if refused:
             self.journal.keep_failed(entry_id, {**entry, "parts": [p for p, _ in refused]},
-                                     _reasons(refused))
+                                     _reasons(refused), _cause(refused))
 
     def _fail_refused(self, entry_id: int, entry: Entry, refused: Refused) -> None:
         """Nothing of the entry is left but refused parts: move it to failed/."""
         self.journal.update(entry_id, {**entry, "parts": [p for p, _ in refused]})
-        self.journal.fail(entry_id, _reasons(refused))
+        self.journal.fail(entry_id, _reasons(refused), _cause(refused))
 
     def _run_part(self, entry: Entry, part: str, retry: RetryPolicy) -> None:
         op = entry["op"]
@@ -309,9 +417,17 @@ class _Backend:
                 meta["labels"] = labels
             self.patch_pod({"metadata": meta}, retry)
         elif part == "configmap":
-            self.configmaps.write(cfg.result_configmap, cfg.result_namespace,
-                                  self.identity.namespace, Workload.parse(record.workload),
-                                  record)
+            key = cfg.annotation_key or codec.DEFAULT_ANNOTATION_KEY
+            annotation = (self.pod(retry=retry).get("metadata", {}).get("annotations")
+                          or {}).get(key)
+            last_good = None if record.success else codec.last_good_from_annotation(
+                annotation, record.plugin)
+            if last_good is not None and last_good.version == record.version \
+                    and last_good.timestamp >= record.timestamp:
+                last_good = None  # the pod part already wrote this very failure
+            self.shards.write(cfg.result_configmap, cfg.result_namespace,
+                              self.identity.namespace, Workload.parse(record.workload),
+                              record, last_good)
         elif part == "event":
             text = f"{record.plugin} {record.version} " + (
                 "applied" if record.success else "failed") + (
@@ -351,11 +467,14 @@ class _Backend:
         """
         parts = list(entry["parts"])
         outcome, refused, left = self._submit(entry)
-        if not refused:
+        off = self.events_off
+        if not refused and not (off and "event" in parts):
             return outcome
-        if len(refused) == len(parts):
+        if refused and len(refused) == len(parts):
             raise refused[0][1]
         answers = {part: f"refused: {error}" for part, error in refused}
+        if off and "event" not in answers:
+            answers["event"] = "off: Events are not permitted (best effort, turned off)"
         return partial_outcome({_RESULT_PART_NAMES[part]: answers.get(
             part, JOURNALED if part in left else WRITTEN) for part in parts})
 
@@ -503,6 +622,7 @@ class _Backend:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
+        self.journal.close()
         self.client.close()
 
 
@@ -511,14 +631,16 @@ _registry_lock = threading.Lock()
 
 
 def _acquire(identity: PodIdentity, state_dir: Path, kubeconfig: str | None,
-             self_env: Callable[[], Mapping[str, str]] | None) -> _Backend:
+             self_env: Callable[[], Mapping[str, str]] | None,
+             limits: JournalLimits) -> _Backend:
     key = state_dir.resolve()
     with _registry_lock:
         backend = _registry.get(key)
         if backend is None:
             state_dir.mkdir(parents=True, exist_ok=True)
             client = KubeClient.from_environment(kubeconfig=kubeconfig, retry=DIRECT_RETRY)
-            backend = _Backend(identity, state_dir, client, self_env or (lambda: os.environ))
+            backend = _Backend(identity, state_dir, client, self_env or (lambda: os.environ),
+                               limits)
             _registry[key] = backend
         elif backend.identity != identity:
             raise KubeError(f"state dir {state_dir} is already used by pod "
@@ -544,7 +666,8 @@ class InKubeStore(ResultStore):
                  self_env: Callable[[], Mapping[str, str]] | None = None) -> None:
         self.cfg = cfg
         self.identity = identity
-        self._backend = _acquire(identity, state_dir, kubeconfig, self_env)
+        limits = JournalLimits(cfg.journal_max_entries, cfg.journal_max_bytes)
+        self._backend = _acquire(identity, state_dir, kubeconfig, self_env, limits)
         self._closed = False
 
     @property
@@ -563,6 +686,10 @@ class InKubeStore(ResultStore):
                  "parts": list(_RESULT_PART_NAMES)}
         return self._backend.submit_result(entry)
 
+    def stats(self) -> dict[str, Any]:
+        """The journal's numbers and whether Events are on (the storage process's metrics)."""
+        return self._backend.stats()
+
     def latest_for_pod(self, plugin: str) -> ResultRecord | None:
         key = self.cfg.annotation_key or codec.DEFAULT_ANNOTATION_KEY
         candidates = [self._local_latest(plugin)]
@@ -578,16 +705,58 @@ class InKubeStore(ResultStore):
         else:
             text = (pod.get("metadata", {}).get("annotations") or {}).get(key)
             # first: on a tie the annotation's copy (it knows the workload) wins
-            candidates.insert(0, codec.last_good_from_annotation(text, plugin))
+            recorded = codec.last_good_from_annotation(text, plugin)
+            if recorded is None:
+                recorded = self._recorded_elsewhere(plugin, text)
+            candidates.insert(0, recorded)
         found = [c for c in candidates if c is not None]
         return max(found, key=lambda r: r.timestamp) if found else None
+
+    def _recorded_elsewhere(self, plugin: str, annotation: str | None) -> ResultRecord | None:
+        """No result of ours on the pod object: the Go kidecar's annotation, a pod
+        recreated with the same name (its shard entry), or the old layout."""
+        backend = self._backend
+        workload = backend.workload()
+        legacy = backend.legacy(self.cfg)
+        go_version = go_annotation_version(annotation)
+        if go_version is not None:
+            url = legacy.go_url(plugin, self.identity.pod_name, go_version) or (
+                self._url_from_workload(plugin, workload, go_version))
+            if url:
+                return ResultRecord(plugin=plugin, version=go_version, url=url, timestamp=0.0,
+                                    pod=self.identity.pod_name, workload=str(workload))
+            log.warning("the Go kidecar recorded %s for this pod but no URL for it; "
+                        "not recovered from the annotation", go_version)
+        good = good_from_pod_value(backend.shards.pod_value(
+            self.cfg.result_configmap, self.cfg.result_namespace, self.identity.namespace,
+            self.identity.pod_name, plugin))
+        if good is not None:
+            found = url_of(self._workload_text(plugin, workload), good[0])
+            if found is not None:
+                return ResultRecord(plugin=plugin, version=good[0], url=found[0],
+                                    sha256=found[1], timestamp=good[1],
+                                    pod=self.identity.pod_name, workload=str(workload))
+            log.warning("this pod's shard entry names %s, but its workload record no longer "
+                        "knows that version's URL", good[0])
+        return legacy.for_pod(plugin, self.identity.pod_name, workload)
+
+    def _workload_text(self, plugin: str, workload: Workload) -> str | None:
+        return self._backend.shards.workload_record(
+            self.cfg.result_configmap, self.cfg.result_namespace, self.identity.namespace,
+            workload, plugin)
+
+    def _url_from_workload(self, plugin: str, workload: Workload, version: str) -> str:
+        found = url_of(self._workload_text(plugin, workload), version)
+        return found[0] if found else ""
 
     def latest_for_workload(self, plugin: str) -> ResultRecord | None:
         backend = self._backend
         workload = backend.workload()
-        return backend.configmaps.read_workload(
-            self.cfg.result_configmap, self.cfg.result_namespace, self.identity.namespace,
-            workload, plugin)
+        found = codec.parse_workload_entry(self._workload_text(plugin, workload), plugin,
+                                           str(workload))
+        if found is not None:
+            return found
+        return backend.legacy(self.cfg).for_workload(plugin, workload)
 
     def _remember(self, record: ResultRecord) -> None:
         """Keep the latest successful result per plugin on local disk too (API may be down)."""
@@ -611,6 +780,8 @@ class InKubeStore(ResultStore):
         return self._backend.submit(entry, merge=True)
 
     def emit_event(self, reason: str, message: str, warning: bool = False) -> None:
+        if self._backend.events_off:
+            return  # best effort, said once when they were turned off
         entry = {"op": "event", "reason": reason, "message": message, "warning": warning,
                  "time": time.time(), "parts": ["event"]}
         try:
@@ -644,6 +815,12 @@ def _part_object(entry: Entry, part: str) -> str:
 
 def _reasons(refused: Refused) -> str:
     return "; ".join(f"{part}: {error}" for part, error in refused)
+
+
+def _cause(refused: Refused) -> str:
+    """What a refusal is about, without the entry's details: logged once per cause."""
+    return "; ".join(f"{part}: {type(error).__name__} {error.status} {error.reason}"
+                     for part, error in refused)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -11,7 +11,10 @@ Retries are bounded (attempts and a deadline) with exponential backoff and
 jitter, for connection errors, 429 (honouring ``Retry-After``) and 5xx.
 Everything else is raised at once as a typed ``KubeError`` whose message says
 what was asked and what the API answered; a 401/403 additionally logs one
-line naming the verb and resource the ServiceAccount is missing.
+line naming the verb and resource the ServiceAccount is missing — once per
+verb, resource and namespace for the life of the process (a GameServer patch
+refused a thousand times says so once), unless the resource is in
+``forbidden_quiet`` (its caller reports it, e.g. Events turning off).
 """
 
 from __future__ import annotations
@@ -40,8 +43,6 @@ log = logging.getLogger("kidecar.storage.kube")
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 _VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
-#: how often the same missing permission is logged again
-_FORBIDDEN_LOG_INTERVAL = 60.0
 
 
 class KubeError(Exception):
@@ -149,7 +150,9 @@ class KubeClient:
         self.user_agent = "kidecar/0.1"
         self._lock = threading.Lock()
         self.requests = 0  # HTTP requests sent, retries included (for benchmarks)
-        self._forbidden_logged: dict[tuple[str, str], float] = {}
+        self._forbidden_logged: set[tuple[str, str]] = set()
+        #: resources whose 401/403 the caller reports itself (not logged here)
+        self.forbidden_quiet: set[str] = set()
         self._on_answer: list[Callable[[], None]] = []
         self._discovery: dict[tuple[str, str], dict[str, bool]] = {}
         self._discovery_lock = threading.Lock()
@@ -304,12 +307,13 @@ class KubeClient:
         verb = path.verb(method)
         resource = path.resource + (f".{path.group}" if path.group else "")
         key = (verb, f"{resource}/{path.namespace}")
-        now = time.monotonic()
+        if path.resource in self.forbidden_quiet and status == 403:
+            return
         with self._lock:
-            last = self._forbidden_logged.get(key)
-            if last is not None and now - last < _FORBIDDEN_LOG_INTERVAL:
+            if key in self._forbidden_logged:
+                log.debug("still forbidden: %s %s: %s", verb, resource, message)
                 return
-            self._forbidden_logged[key] = now
+            self._forbidden_logged.add(key)
         where = f' in namespace "{path.namespace}"' if path.namespace else " (cluster scope)"
         if status == 401:
             log.error("Kubernetes API rejected the sidecar's credentials (401) for %s %s%s: %s",

@@ -165,7 +165,8 @@ def plugin_tag(plugin: str) -> str:
     return _KEY_INVALID.sub("-", plugin) or "result"
 
 
-def _fit_key(key: str) -> str:
+def fit_key(key: str) -> str:
+    """``key`` as a valid ConfigMap key length (a long one is cut and gets a hash)."""
     if len(key) <= MAX_CONFIGMAP_KEY:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -173,11 +174,11 @@ def _fit_key(key: str) -> str:
 
 
 def pod_key(plugin: str, namespace: str, pod: str) -> str:
-    return _fit_key(f"{plugin_tag(plugin)}_{namespace}_{pod}")
+    return fit_key(f"{plugin_tag(plugin)}_{namespace}_{pod}")
 
 
 def workload_key(plugin: str, namespace: str, workload: Workload) -> str:
-    return _fit_key(f"{plugin_tag(plugin)}_{namespace}_{workload.kind}_{workload.name}")
+    return fit_key(f"{plugin_tag(plugin)}_{namespace}_{workload.kind}_{workload.name}")
 
 
 def pod_entry(record: ResultRecord) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kidecar_supervisor.storage import result_codec as codec
@@ -93,6 +94,55 @@ class ResultConfigMap:
         return ResourcePath("", "v1", "configmaps", namespace, name)
 
     # -- write -------------------------------------------------------------------
+    def put(self, path: ResourcePath, data: dict[str, str],
+            strip_managed_fields: bool = False) -> dict[str, Any] | None:
+        """Merge ``data`` into the ConfigMap at ``path`` (created if missing; coalesced).
+
+        Returns the ConfigMap as the API answered (None after a create). No
+        pruning: a shard holds a few entries (``result_shards``).
+        """
+        def send(patch: JsonObj) -> dict[str, Any] | None:
+            raw = self._patch_or_create(path, patch)
+            return None if raw is None else dict(json.loads(raw))
+
+        patch: JsonObj = {"data": data}
+        if strip_managed_fields:
+            patch["metadata"] = {"managedFields": [{}]}
+        answer: dict[str, Any] | None = self.coalescer.submit(path.url(), patch, send)
+        return answer
+
+    def advance_key(self, path: ResourcePath, key: str, make: Callable[[str | None], str],
+                    newer: Callable[[str | None], bool],
+                    current: dict[str, Any] | None) -> None:
+        """Compare-and-swap ``key``: set to ``make(old)`` only while ``newer(old)``.
+
+        ``current`` is the object as last seen (None: read it). The JSON patch's
+        ``test`` op checks the value compared against; if someone else wrote
+        first the API refuses it (422/409) and the object is read and compared
+        again (bounded).
+        """
+        for _ in range(_CONFLICT_RETRIES):
+            if current is None:
+                try:
+                    current = self.client.get(path)
+                except KubeNotFound:  # not there yet: create it with our entry
+                    self._patch_or_create(path, {"data": {key: make(None)}})
+                    return
+            assert current is not None
+            old = (current.get("data") or {}).get(key)
+            if not newer(old):
+                return
+            try:
+                self.client.json_patch(path, _swap_ops(current, key, old, make(old)), raw=True)
+                return
+            except (KubeConflict, KubeInvalid) as exc:
+                fresh = self._get_or_none(path)
+                if fresh is not None and _guard_holds(fresh, current, key, old):
+                    raise exc
+                current = fresh
+        raise KubeUnavailable(f"patch {path.describe()} key {key}: still conflicting after "
+                              f"{_CONFLICT_RETRIES} tries", 409)
+
     def write(self, name: str, namespace: str, pod_namespace: str, workload: Workload,
               record: ResultRecord) -> None:
         """Record ``record`` under the pod's key and, if successful, the workload's key."""

@@ -17,6 +17,8 @@ from kidecar_supervisor.storage.base import ResultStore, StorageConfig
 
 #: how long a stopping storage process waits for writes in progress
 _DRAIN_SECONDS = 8.0
+#: how often the journal's numbers are published to /metrics
+_METRICS_SECONDS = 5.0
 
 
 def open_store(cfg: StorageConfig, identity: PodIdentity, state_dir: Path) -> ResultStore:
@@ -54,13 +56,37 @@ class StorageService(Plugin):
             return store
 
     def run(self) -> None:
-        self.ctx.stop_requested.wait()
+        while not self.ctx.stop_requested.wait(_METRICS_SECONDS):
+            self.publish_metrics()
         # results still being written are finished before the stores close
         with self._idle:
             self._idle.wait_for(lambda: self._in_flight == 0, timeout=_DRAIN_SECONDS)
         with self._lock:
             for store in self._stores.values():
                 store.close()
+
+    def publish_metrics(self) -> None:
+        """The Kubernetes write journal's numbers as gauges (one set per state dir).
+
+        pending entries, the oldest one's age, entries kept under failed/,
+        entries dropped past the caps by kind, and whether Events are off.
+        """
+        with self._lock:
+            stores = list(self._stores.values())
+        for store in stores:
+            stats = getattr(store, "stats", None)
+            if stats is None:
+                continue
+            numbers = stats()
+            gauge = self.ctx.set_gauge
+            gauge("kidecar_storage_journal_pending_entries", float(numbers["pending"]))
+            gauge("kidecar_storage_journal_oldest_pending_seconds",
+                  float(numbers["oldestPendingSeconds"]))
+            gauge("kidecar_storage_journal_failed_entries", float(numbers["failed"]))
+            for kind, count in numbers["dropped"].items():
+                gauge("kidecar_storage_journal_dropped_entries", float(count), {"kind": kind})
+            gauge("kidecar_storage_events_off", 1.0 if numbers["eventsOff"] else 0.0)
+            return  # every InKube store of the process shares one journal
 
     def status(self) -> dict[str, Any]:
         return {"stores": sorted({cfg.type for cfg in self._stores})}

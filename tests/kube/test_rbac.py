@@ -35,6 +35,7 @@ from kidecar_supervisor.storage.kube_api import (
     KubeForbidden,
     ResourcePath,
 )
+from kidecar_supervisor.storage.result_shards import all_shard_names, shard_index, shard_name
 from tests.support.inkube_support import Admin, store, uid
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,14 +81,18 @@ def test_manifest_is_least_privilege(rbac):
         for rule in obj.get("rules", []):
             assert "*" not in rule["verbs"] and "*" not in rule["resources"]
             assert set(rule["verbs"]) <= {"get", "patch", "create"}, rule
+            if "patch" in rule["verbs"] and rule["resources"] == ["configmaps"]:
+                # patch only on the fixed shard names, never on other ConfigMaps
+                assert rule["resourceNames"] == all_shard_names(DEFAULT_RESULT_CONFIGMAP)
 
 
 @pytest.mark.slow
 def test_sidecar_token_can_do_everything_the_store_does(kube_env, rbac, tmp_path):
     admin = Admin(kube_env)
     ns = kube_env.namespace
-    admin.delete_configmap(DEFAULT_RESULT_CONFIGMAP, DEFAULT_RESULT_NAMESPACE)  # test create
     name = uid("rbac")
+    shard = shard_name(DEFAULT_RESULT_CONFIGMAP, shard_index(f"{ns}/{name}"))
+    admin.delete_configmap(shard, DEFAULT_RESULT_NAMESPACE)  # test create
     admin.pod(name, ns, labels={"game.kruise.io/owner-gss": "rbac"}, owner=("GameServer", name))
     admin.gameserver(name, ns, {"containers": [{"name": "game", "image": "game:1"}]})
     started = time.time()
@@ -111,7 +116,7 @@ def test_sidecar_token_can_do_everything_the_store_does(kube_env, rbac, tmp_path
 
         assert admin.get_gameserver(name, ns)["spec"]["opsState"] == "WaitToBeDeleted"
         assert admin.get_gameserver(name, ns)["spec"]["containers"][0]["image"] == "game:2"
-        cm = admin.configmap(DEFAULT_RESULT_CONFIGMAP, DEFAULT_RESULT_NAMESPACE)
+        cm = admin.configmap(shard, DEFAULT_RESULT_NAMESPACE)
         assert codec.pod_key(HOT, ns, name) in cm["data"]
         probe = [e for e in admin.events_for(name, ns) if e["reason"] == "ProbeFailed"]
         assert len(probe) == 1 and probe[0]["count"] == 2
@@ -138,6 +143,12 @@ def test_sidecar_token_can_do_everything_the_store_does(kube_env, rbac, tmp_path
     ("PATCH", f"/api/v1/namespaces/{UNBOUND_NS}/configmaps/sidecar-result", {"data": {"a": "b"}}),
     ("POST", f"/api/v1/namespaces/{UNBOUND_NS}/configmaps", {"metadata": {"name": "x"}}),
     ("PATCH", "/api/v1/namespaces/kube-system/configmaps/coredns", {"data": {"a": "b"}}),
+    # the old single ConfigMap is only read now; a name past the last shard is nobody's
+    ("PATCH", "/api/v1/namespaces/kube-system/configmaps/sidecar-result", {"data": {"a": "b"}}),
+    ("PATCH", "/api/v1/namespaces/kube-system/configmaps/sidecar-result-1024",
+     {"data": {"a": "b"}}),
+    ("PATCH", f"/api/v1/namespaces/{UNBOUND_NS}/configmaps/sidecar-result-0001",
+     {"data": {"a": "b"}}),
     ("DELETE", "/api/v1/namespaces/kube-system/configmaps/sidecar-result", None),
     ("PATCH", "/api/v1/namespaces/default/pods/any", {"metadata": {}}),
     ("DELETE", "/apis/game.kruise.io/v1alpha1/namespaces/kidecar-test/gameservers/any", None),

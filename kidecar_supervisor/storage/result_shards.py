@@ -1,0 +1,219 @@
+"""Results spread over a fixed set of small ConfigMaps: O(1) etcd bytes per result.
+
+Every write of an object stores the whole object again in etcd, so one
+ConfigMap holding every pod's entry costs O(fleet) bytes per result. Here a
+pod's entry goes to one of ``SHARD_COUNT`` ConfigMaps named
+``<resultConfigMap>-<nnnn>``, chosen by a stable hash of ``<namespace>/<pod>``,
+so a write stores only its shard (≈ fleet / SHARD_COUNT entries, about ten at
+10,000 pods). The names are fixed, so the Role lists every one of them in
+``resourceNames`` (config/rbac.yaml): no get/patch on other ConfigMaps.
+
+Keys and values (compact: etcd stores them on every write of the shard):
+
+* pod ``<plugin>_<ns>_<pod>`` → ``["v3",true,1795000000]`` in shard(pod):
+  version, success, unix time of this pod's latest attempt, and after a
+  failure the latest good version and its time (``["v4",false,t,"v3",t3]``);
+* workload ``<plugin>_<ns>_<Kind>_<name>`` → the workload record in
+  shard(workload): the newest successful result (version, url, sha256, time,
+  pod) and ``urls``, the URL of each of its last ``KEEP_URLS`` versions, which
+  is where a recreated pod finds the URL of its own version;
+* ``<workload key>.seen`` → ``["v3",1795000000.5]`` in shard(pod): what the
+  workload record was when a pod of that shard last compared. A successful
+  result whose version this copy already names costs nothing more: the
+  answer of the pod-entry patch shows it. Only the first pod of a shard to
+  reach a new version reads and compare-and-swaps the workload record (and
+  then the copy), so a rollout adds about one workload read per shard, not
+  per pod.
+
+The workload record and the copies never move backwards: both are replaced
+by a JSON patch whose ``test`` op checks the value compared against
+(``ResultConfigMap.advance_key``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from kidecar_supervisor.storage import result_codec as codec
+from kidecar_supervisor.storage.base import ResultRecord
+from kidecar_supervisor.storage.coalesce import Coalescer
+from kidecar_supervisor.storage.kube_api import KubeClient, KubeNotFound, ResourcePath
+from kidecar_supervisor.storage.result_configmap import ResultConfigMap
+from kidecar_supervisor.storage.workload import Workload
+
+log = logging.getLogger("kidecar.storage.shards")
+
+#: fixed, so the Role can name every shard; about ten pod entries each at 10,000 pods
+SHARD_COUNT = 1024
+#: versions whose URL a workload record remembers (for recreated pods)
+KEEP_URLS = 16
+SEEN_SUFFIX = ".seen"
+STRIP_MANAGED_FIELDS = True
+
+
+def shard_index(text: str, count: int = SHARD_COUNT) -> int:
+    """A stable index for ``text`` (sha256, not Python's per-process ``hash``)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % count
+
+
+def shard_name(base: str, index: int) -> str:
+    return f"{base}-{index:04d}"
+
+
+def all_shard_names(base: str, count: int = SHARD_COUNT) -> list[str]:
+    """Every shard name, for the Role's ``resourceNames``."""
+    return [shard_name(base, i) for i in range(count)]
+
+
+def pod_value(record: ResultRecord, last_good: ResultRecord | None) -> str:
+    """``[version, success, time]`` (+ ``lastGood`` version and time after a failure)."""
+    body: list[Any] = [record.version, record.success, int(record.timestamp)]
+    if not record.success and last_good is not None:
+        body += [last_good.version, int(last_good.timestamp)]
+    return json.dumps(body, separators=(",", ":"))
+
+
+def good_from_pod_value(text: str | None) -> tuple[str, float] | None:
+    """(version, time) of the latest success a pod entry names (old 3-item form too)."""
+    try:
+        data = json.loads(text or "")
+    except ValueError:
+        return None
+    if not isinstance(data, list) or len(data) < 3 or not isinstance(data[0], str):
+        return None
+    if data[1] is True:
+        return data[0], float(data[2])
+    if len(data) >= 5 and isinstance(data[3], str):
+        return data[3], float(data[4])
+    return None
+
+
+def workload_value(record: ResultRecord, previous: str | None) -> str:
+    """The workload record: ``record`` as the newest, plus the URLs of recent versions."""
+    urls: dict[str, list[str]] = {}
+    old = _load(previous)
+    if isinstance(old, dict) and isinstance(old.get("urls"), dict):
+        urls = {k: v for k, v in old["urls"].items() if isinstance(v, list)}
+    urls.pop(record.version, None)
+    urls[record.version] = [record.url, record.sha256]
+    while len(urls) > KEEP_URLS:
+        urls.pop(next(iter(urls)))
+    body = json.loads(codec.workload_entry(record))
+    body["urls"] = urls
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+
+def url_of(workload_text: str | None, version: str) -> tuple[str, str] | None:
+    """(url, sha256) of ``version`` from a workload record, if it remembers it."""
+    data = _load(workload_text)
+    if not isinstance(data, dict):
+        return None
+    if data.get("version") == version:
+        return str(data.get("url", "")), str(data.get("sha256", ""))
+    found = (data.get("urls") or {}).get(version)
+    if isinstance(found, list) and found:
+        return str(found[0]), str(found[1]) if len(found) > 1 else ""
+    return None
+
+
+def seen_value(record: ResultRecord) -> str:
+    return json.dumps([record.version, record.timestamp], separators=(",", ":"))
+
+
+def _seen_covers(text: str | None, record: ResultRecord) -> bool:
+    """Whether the workload record is known to hold ``record``'s version or a newer one."""
+    data = _load(text)
+    if not (isinstance(data, list) and len(data) == 2):
+        return False
+    return bool(data[0] == record.version or float(data[1]) >= record.timestamp)
+
+
+def _load(text: str | None) -> Any:
+    try:
+        return json.loads(text or "")
+    except ValueError:
+        return None
+
+
+class ShardedResults:
+    """Writes and reads results in the shards of one result ConfigMap name."""
+
+    def __init__(self, client: KubeClient, coalescer: Coalescer,
+                 count: int = SHARD_COUNT) -> None:
+        self.client = client
+        self.count = count
+        self.strip_managed_fields = STRIP_MANAGED_FIELDS
+        self.configmaps = ResultConfigMap(client, coalescer)
+
+    def pod_shard(self, base: str, namespace: str, pod_namespace: str,
+                  pod: str) -> ResourcePath:
+        return ResultConfigMap.path(
+            shard_name(base, shard_index(f"{pod_namespace}/{pod}", self.count)), namespace)
+
+    def workload_shard(self, base: str, namespace: str, pod_namespace: str,
+                       workload: Workload) -> ResourcePath:
+        key = f"{pod_namespace}/{workload.kind}/{workload.name}"
+        return ResultConfigMap.path(shard_name(base, shard_index(key, self.count)), namespace)
+
+    # -- write -------------------------------------------------------------------
+    def write(self, base: str, namespace: str, pod_namespace: str, workload: Workload,
+              record: ResultRecord, last_good: ResultRecord | None) -> None:
+        """The pod's entry; on success the workload record (when it is behind)."""
+        pk = codec.pod_key(record.plugin, pod_namespace, record.pod)
+        wk = codec.workload_key(record.plugin, pod_namespace, workload)
+        pod_path = self.pod_shard(base, namespace, pod_namespace, record.pod)
+        answer = self.configmaps.put(pod_path, {pk: pod_value(record, last_good)},
+                                     self.strip_managed_fields)
+        if not record.success:
+            return
+        work_path = self.workload_shard(base, namespace, pod_namespace, workload)
+        if work_path == pod_path:  # the answer shows the record itself
+            self._advance_record(work_path, wk, record, answer)
+            return
+        seen_key = codec.fit_key(wk + SEEN_SUFFIX)
+        seen = ((answer or {}).get("data") or {}).get(seen_key)
+        if answer is not None and _seen_covers(seen, record):
+            return
+        self._advance_record(work_path, wk, record, None)
+        self.configmaps.advance_key(pod_path, seen_key, lambda old: seen_value(record),
+                                    lambda old: not _seen_covers(old, record), answer)
+
+    def _advance_record(self, path: ResourcePath, wk: str, record: ResultRecord,
+                        current: dict[str, Any] | None) -> None:
+        def newer(old: str | None) -> bool:
+            known = codec.parse_workload_entry(old, record.plugin, "")
+            if known is None:
+                return True
+            if known.timestamp >= record.timestamp:
+                if known.timestamp > record.timestamp:
+                    log.info("result %s of %s is older than the workload record (%s); "
+                             "record kept", record.version, record.pod, known.version)
+                return False
+            return (known.version, known.url, known.sha256) != (
+                record.version, record.url, record.sha256)
+
+        self.configmaps.advance_key(path, wk, lambda old: workload_value(record, old), newer,
+                                    current)
+
+    # -- read --------------------------------------------------------------------
+    def read(self, path: ResourcePath) -> dict[str, str]:
+        """The data of one shard ({} if it does not exist yet)."""
+        try:
+            found = self.client.get(path)
+        except KubeNotFound:
+            return {}
+        data: dict[str, str] = found.get("data") or {}
+        return data
+
+    def workload_record(self, base: str, namespace: str, pod_namespace: str,
+                        workload: Workload, plugin: str) -> str | None:
+        path = self.workload_shard(base, namespace, pod_namespace, workload)
+        return self.read(path).get(codec.workload_key(plugin, pod_namespace, workload))
+
+    def pod_value(self, base: str, namespace: str, pod_namespace: str, pod: str,
+                  plugin: str) -> str | None:
+        path = self.pod_shard(base, namespace, pod_namespace, pod)
+        return self.read(path).get(codec.pod_key(plugin, pod_namespace, pod))
