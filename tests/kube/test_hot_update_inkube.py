@@ -22,7 +22,7 @@ from kidecar_supervisor.storage.base import StorageConfig
 from tests.support.fake_game import FakeGame
 from tests.support.hot_update_harness import PluginRun, signal_config, wait_until
 from tests.support.inkube_support import Admin, store, uid
-from tests.support.upstream_server import UpstreamServer
+from tests.support.upstream_server import UpstreamServer, free_port
 
 pytestmark = pytest.mark.kube
 
@@ -55,8 +55,8 @@ class Cluster:
         self.admin.pod(name, self.ns, labels={"game.kruise.io/owner-gss": gss})
         return name
 
-    def run(self, pod: str, state: str) -> PluginRun:
-        cfg = signal_config(self.file_dir, self.game.tag)
+    def run(self, pod: str, state: str, **extra: Any) -> PluginRun:
+        cfg = signal_config(self.file_dir, self.game.tag, **extra)
         cfg["storageConfig"] = {"type": "InKube", "inKube": {
             "annotationKey": KEY, "resultConfigMap": {"name": self.cm, "namespace": self.ns}}}
         storage = StorageConfig.parse(ConfigReader(cfg["storageConfig"], "storageConfig"))
@@ -195,3 +195,74 @@ def test_a_full_result_configmap_says_which_parts_were_recorded(cluster: Cluster
     stored = cluster.admin.configmap(cluster.cm, cluster.ns)
     assert stored is not None and set(stored["data"]) == set(foreign), \
         "nothing of the other tool's was pruned"
+
+
+def confirmed_cluster(kube_env: Any, admin: Admin, tmp_path: Path,
+                      game_dir: Path) -> tuple[Cluster, FakeGame]:
+    """A Cluster whose game reports its version on /version (tests/support/fake_game.py)."""
+    file_dir = game_dir
+    (file_dir / "index.html").write_bytes(json.dumps({"version": "v1"}).encode())
+    game = FakeGame(tmp_path, file_dir / "index.html", version_port=free_port())
+    return Cluster(kube_env, admin, file_dir, game, tmp_path), game
+
+
+def confirm(game: FakeGame, timeout: float) -> dict[str, Any]:
+    return {"http": {"url": game.version_url, "jsonPath": "$.version"},
+            "errorJsonPath": "$.lastReloadError", "timeoutSeconds": timeout,
+            "intervalSeconds": 0.05}
+
+
+def test_a_failed_rollback_is_a_warning_event_on_the_pod(kube_env: Any, admin: Admin,
+                                                         tmp_path: Path, file_dir: Path,
+                                                         upstream: UpstreamServer) -> None:
+    """The game dies loading v5 and nobody restarts it: nothing confirmed runs (DESIGN §9)."""
+    cluster, game = confirmed_cluster(kube_env, admin, tmp_path, file_dir)
+    try:
+        pod = cluster.pod("gss-failed")
+        crash = upstream.add_file("v5/index.html", json.dumps({"version": "v5",
+                                                                "crash": True}).encode())
+        with cluster.run(pod, "s", confirm=confirm(game, 1)) as run:
+            readiness: list[bool] = []
+            run.ctx._ready_cb = readiness.append
+            status, body = run.call({"version": "v5", "url": crash})
+            assert status == 500 and body["outcome"] == "failed", body
+            assert readiness[-1] is False
+        note = cluster.annotation(pod)
+        assert note is not None and (note["version"], note["success"]) == ("v5", False)
+        assert "rollback" in note["message"]
+        warnings = [e for e in admin.events_for(pod, cluster.ns)
+                    if e["reason"] == "HotUpdateFailed" and e["type"] == "Warning"]
+        assert any("could not be restored" in e["message"] for e in warnings), warnings
+    finally:
+        game.stop()
+
+
+def test_a_secret_in_the_url_reaches_no_api_object(kube_env: Any, admin: Admin,
+                                                   tmp_path: Path, file_dir: Path,
+                                                   upstream: UpstreamServer) -> None:
+    cluster, game = confirmed_cluster(kube_env, admin, tmp_path, file_dir)
+    try:
+        pod = cluster.pod("gss-secret")
+        upstream.add_file("v2/index.html", json.dumps({"version": "v2"}).encode())
+        url = upstream.url("files/v2/index.html").replace(
+            "http://", "http://player:s3cr3tpass@") + "?token=TOPSECRETTOKEN"
+        with cluster.run(pod, "s", confirm=confirm(game, 5)) as run:
+            status, body = run.call({"version": "v2", "url": url})
+            assert status == 200, body
+            bad = url.replace("/v2/", "/missing/")
+            assert run.call({"version": "v3", "url": bad})[0] == 502
+        note = cluster.annotation(pod)
+        assert note is not None and note["lastGood"]["version"] == "v2"
+        objects = json.dumps([admin.get_pod(pod, cluster.ns),
+                              admin.call("GET", f"/api/v1/namespaces/{cluster.ns}/configmaps"),
+                              admin.events_for(pod, cluster.ns)])
+        assert "127.0.0.1" in objects and "***" in objects  # the redacted URL is there
+        for secret in ("s3cr3tpass", "TOPSECRETTOKEN", "player:"):
+            assert secret not in objects
+        # a restart with the file lost: restored from the kept copy, the URL is not needed
+        cluster.lose_the_file()
+        with cluster.run(pod, "s", confirm=confirm(game, 5)) as again:
+            assert again.status()["restore"]["state"] == "applied"
+            assert json.loads((file_dir / "index.html").read_bytes())["version"] == "v2"
+    finally:
+        game.stop()
