@@ -8,6 +8,7 @@ time without losing anything.
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
@@ -122,9 +123,13 @@ def create_app(control: ControlClient, token: str = "",
 
     @app.get("/")
     def index() -> Any:
-        page = status_page.render(_page_data(control))
-        return Response(page, content_type="text/html; charset=utf-8",
-                        headers={"Cache-Control": "no-store"})
+        nonce = secrets.token_urlsafe(16)
+        page = status_page.render(_page_data(control), nonce)
+        return Response(page, content_type="text/html; charset=utf-8", headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": status_page.content_security_policy(nonce),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer"})
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

@@ -57,7 +57,14 @@ def pid_cell(page: Any, plugin: str) -> str:
 
 def test_page_shows_health_and_plugins_and_restart_changes_the_pid(sidecar: Sidecar) -> None:
     before = sidecar.wait_state("hot_update", "Running")
+    served = sidecar.get("/")
+    assert "frame-ancestors 'none'" in served.headers["Content-Security-Policy"]
+    assert served.headers["Cache-Control"] == "no-store"
     with browser_page() as page:
+        problems: list[str] = []  # script errors and policy violations ("Refused to ...")
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error"
+                and not msg.text.startswith("Failed to load resource") else None)
         page.goto(sidecar.url + "/")
         assert page.title() == "kidecar status"
         assert page.locator("#health").inner_text() == "healthy"
@@ -84,6 +91,7 @@ def test_page_shows_health_and_plugins_and_restart_changes_the_pid(sidecar: Side
             ".textContent === pid", arg=str(after["pid"]))
         assert "restart hot_update: done" in page.locator("#notice").inner_text()
         screenshot(page, "02-restarted")
+        assert problems == []
 
 
 def test_progress_bar_moves_during_a_slow_download(sidecar: Sidecar,
@@ -274,3 +282,21 @@ def test_credentials_in_urls_never_reach_the_page(sidecar: Sidecar,
         screenshot(page, "09-redacted")
     for secret in secrets:
         assert secret not in served and secret not in drawn
+
+
+def test_a_script_that_slipped_in_would_not_run(sidecar: Sidecar) -> None:
+    """Defence in depth: the page's policy runs only its own (nonce) script."""
+    def inject(route: Any) -> None:
+        served = route.fetch()
+        route.fulfill(response=served, body=served.text().replace(
+            "<main>", "<main><script>window.pwned = 1</script>"))
+
+    with browser_page() as page:
+        refused: list[str] = []
+        page.on("console", lambda msg: refused.append(msg.text)
+                if "Content Security Policy" in msg.text else None)
+        page.route(sidecar.url + "/", inject)
+        page.goto(sidecar.url + "/")
+        page.wait_for_function("() => document.querySelector('#updated').textContent !== ''")
+        assert page.evaluate("window.pwned === undefined")
+        assert refused, "the injected script was not refused by the policy"

@@ -14,6 +14,7 @@ from typing import Any
 from kidecar_supervisor.status_page import (
     Answer,
     PageData,
+    content_security_policy,
     format_bytes,
     format_duration,
     format_time,
@@ -23,6 +24,7 @@ from kidecar_supervisor.status_page import (
 )
 
 EVIL = "<img src=x onerror=alert(1)>"
+NONCE = "n0nce-Abc_123"
 
 PLUGINS = [
     {"name": "storage", "internal": True, "state": "Running", "pid": 11, "restarts": 0,
@@ -40,7 +42,7 @@ def page(plugins: Answer | None = None, hot_update: Answer | None = None,
         health=health or Answer(200, {"status": "ok", "version": "0.1.0", "uptime": 65.0}),
         ready=ready or Answer(200, {"status": "ready"}),
         plugins=plugins or Answer(200, PLUGINS),
-        hot_update=hot_update or Answer(200, {"version": "v2", "state": "idle"})))
+        hot_update=hot_update or Answer(200, {"version": "v2", "state": "idle"})), NONCE)
 
 
 def button(html: str, plugin: str, action: str) -> str:
@@ -165,3 +167,14 @@ def test_values() -> None:
     assert format_duration(None) == "" and format_duration(0.4) == ""
     assert format_duration(59.9) == "59s" and format_duration(90061) == "1d 1h"
     assert format_time(None) == "" and format_time(0) == ""
+
+
+def test_only_the_pages_own_script_runs() -> None:
+    html = page()
+    scripts = re.findall(r"<script([^>]*)>", html)
+    # the settings block is data (not run); the one script that runs carries the nonce
+    assert scripts == [" id=page-config type=application/json", f" nonce='{NONCE}'"]
+    policy = content_security_policy(NONCE)
+    assert f"script-src 'nonce-{NONCE}'" in policy and "unsafe-inline'; connect" in policy
+    assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+    assert "unsafe-eval" not in policy and "script-src 'unsafe-inline'" not in policy
