@@ -116,7 +116,9 @@ def test_restart_of_http_answers_the_request_in_flight_and_keeps_health_up(
                 nonlocal answered
                 while not stop.is_set():
                     try:
-                        status = requests.get(f"{sidecar.url}/healthz", timeout=2,
+                        # 5 s: margin for a loaded machine; without the overlap nobody
+                        # accepted for ~10 s (the old worker's graceful stop, then boot)
+                        status = requests.get(f"{sidecar.url}/healthz", timeout=5,
                                               headers={"Connection": "close"}).status_code
                         if status != 200:
                             failures.append(f"HTTP {status}")
