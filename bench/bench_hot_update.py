@@ -12,6 +12,11 @@
 (iii) ``GET /healthz`` p99 under a steady health-check load (50 req/s, a new
       connection each, like the kubelet) while 1 GiB updates run back to back
       (quick: 128 MiB), vs the same load with no update running.
+(iv)  verified updates (DESIGN §9): POST → 200 *confirmed* for a 1 MiB file whose
+      first line names its version, Local and InKube, against the floor ``curl -o
+      && kill -HUP`` then polling the game's ``/version`` until it answers the new
+      version; and the time to roll back a file the game refuses (POST → 424,
+      the previous file back, reloaded and confirmed) against an update's time.
 
 The upstream is a real nginx (Debian package) on loopback serving the files
 with sendfile, so the upstream is not the bottleneck. ``rows(quick)`` returns
@@ -61,6 +66,38 @@ http {{
 _GAME = ("import signal, sys, time\n"
          "signal.signal(signal.SIGHUP, lambda *a: None)\n"
          "while True: time.sleep(3600)\n")
+
+
+#: a game that reloads ``game.bin`` on SIGHUP and answers /version with its first line;
+#: a first line "reject" is refused (the error is reported, the old version stays)
+_VERSION_GAME = """
+import json, signal, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+tag, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+state = {"version": "", "lastReloadError": ""}
+def load(*_):
+    try:
+        with open(path, "rb") as f:
+            first = f.readline().strip().decode("ascii", "replace")
+    except OSError:
+        return
+    if first == "reject":
+        state["lastReloadError"] = "refused"
+    else:
+        state["version"], state["lastReloadError"] = first, ""
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(state).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+load()
+signal.signal(signal.SIGHUP, load)
+ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
 
 
 def _free_port() -> int:
@@ -142,8 +179,9 @@ class _Kube:
 class _Env:
     """nginx upstream, a game process and a running sidecar in one temp dir."""
 
-    def __init__(self, big_bytes: int, kube: _Kube | None = None) -> None:
+    def __init__(self, big_bytes: int, kube: _Kube | None = None, versions: int = 0) -> None:
         self.kube = kube
+        self.versions = versions
         self.dir = Path(tempfile.mkdtemp(prefix="bench-hot-update-"))
         self.www = self.dir / "www"
         self.files = self.dir / "files"
@@ -158,7 +196,16 @@ class _Env:
         self.http = requests.Session()
         self.procs: list[subprocess.Popen[bytes]] = []
         try:
-            self.game = self._spawn([sys.executable, "-c", _GAME, self.tag])
+            if versions:
+                self._write_versions(versions)
+                self.game_port, self.floor_port = _free_port(), _free_port()
+                self.game = self._spawn([sys.executable, "-c", _VERSION_GAME, self.tag,
+                                         str(self.game_port), str(self.files / "game.bin")])
+                self.floor_game = self._spawn([sys.executable, "-c", _VERSION_GAME, "floor",
+                                               str(self.floor_port),
+                                               str(self.curl_out / "game.bin")])
+            else:
+                self.game = self._spawn([sys.executable, "-c", _GAME, self.tag])
             self.nginx_port = _free_port()
             self.nginx = self._start_nginx()
             self.port = _free_port()
@@ -171,6 +218,15 @@ class _Env:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)
         self.procs.append(proc)
         return proc
+
+    def _write_versions(self, count: int) -> None:
+        """``r<i>/game.bin``: 1 MiB whose first line is its version; ``bad/`` is refused."""
+        block = os.urandom(MIB)
+        for index in range(count):
+            (self.www / f"r{index}").mkdir()
+            (self.www / f"r{index}" / "game.bin").write_bytes(f"v{index}\n".encode() + block)
+        (self.www / "bad").mkdir()
+        (self.www / "bad" / "game.bin").write_bytes(b"reject\n" + block)
 
     @staticmethod
     def _write_random(path: Path, size: int) -> None:
@@ -195,11 +251,17 @@ class _Env:
         if self.kube is not None:
             storage = {"type": "InKube", "inKube": {"annotationKey": _ANNOTATION}}
             env.update(self.kube.sidecar_env())
-        config = {"plugins": [{"name": "hot_update", "config": {
+        hot_update: dict[str, Any] = {
             "loadPatchType": "signal",
             "signal": {"processName": self.tag, "signalName": "SIGHUP"},
             "fileDir": str(self.files), "maxFileBytes": "2Gi",
-            "storageConfig": storage}}]}
+            "storageConfig": storage}
+        if self.versions:
+            hot_update["confirm"] = {
+                "http": {"url": f"http://127.0.0.1:{self.game_port}/", "jsonPath": "$.version"},
+                "errorJsonPath": "$.lastReloadError", "timeoutSeconds": 30,
+                "intervalSeconds": 0.02}
+        config = {"plugins": [{"name": "hot_update", "config": hot_update}]}
         path = self.dir / "kidecar.yaml"
         path.write_text(yaml.safe_dump(config))
         log = open(self.dir / "kidecar.log", "wb")  # noqa: SIM115 - lives with the process
@@ -234,6 +296,29 @@ class _Env:
         if reply.status_code != 200 or reply.json().get("status") != "updated":
             raise RuntimeError(f"hot update failed: {reply.status_code} {reply.text[:300]}")
         return elapsed
+
+    def post_confirmed(self, version: str, name: str, status: int = 200) -> float:
+        """POST → the answer of a confirmed update (200) or of a rolled-back one (424)."""
+        started = time.perf_counter()
+        reply = self.http.post(self.url("/hot-update"),
+                               data={"version": version, "url": self.upstream(name)},
+                               timeout=120)
+        elapsed = time.perf_counter() - started
+        if reply.status_code != status:
+            raise RuntimeError(f"expected {status}: {reply.status_code} {reply.text[:300]}")
+        return elapsed
+
+    def curl_confirmed(self, version: str, name: str) -> float:
+        """The floor: curl -o, kill -HUP, then poll /version until the game answers it."""
+        target = self.curl_out / "game.bin"
+        started = time.perf_counter()
+        subprocess.run(["sh", "-c", f"curl -sf -o {target}.tmp {self.upstream(name)} && "
+                        f"mv {target}.tmp {target} && kill -HUP {self.floor_game.pid}"],
+                       check=True)
+        version_url = f"http://127.0.0.1:{self.floor_port}/"
+        while self.http.get(version_url, timeout=5).json()["version"] != version:
+            pass
+        return time.perf_counter() - started
 
     def curl(self, name: str, sync: bool = False, hup: bool = False) -> float:
         target = self.curl_out / name
@@ -355,6 +440,41 @@ def _healthz(env: _Env, seconds: float) -> dict[str, str]:
     }
 
 
+# -- (iv) verified updates and rollback -------------------------------------------------------
+def _confirmed(env: _Env, rounds: int) -> list[dict[str, str]]:
+    env.post_confirmed("v0", "r0/game.bin")  # warm up
+    ours = [env.post_confirmed(f"v{i}", f"r{i}/game.bin") for i in range(1, rounds + 1)]
+    floor = [env.curl_confirmed(f"v{i}", f"r{i}/game.bin") for i in range(1, rounds + 1)]
+    backs = []
+    for index in range(rounds):
+        backs.append(env.post_confirmed(f"bad{index}", "bad/game.bin", status=424))
+    storage = "InKube storage (real kube-apiserver)" if env.kube else "Local storage"
+    ours_ms, floor_ms = statistics.median(ours) * 1000, statistics.median(floor) * 1000
+    out = [{
+        "benchmark": f"confirmed hot update POST→200, 1 MiB, signal, {storage}",
+        "kidecar": f"p50 {ours_ms:.1f} ms, p95 {_pct(ours, 0.95) * 1000:.1f} ms "
+                   f"(floor + {ours_ms - floor_ms:.1f} ms)",
+        "peers": f"curl -o && kill -HUP && poll /version: p50 {floor_ms:.1f} ms, "
+                 f"p95 {_pct(floor, 0.95) * 1000:.1f} ms",
+        "aim": "≤ floor + 100 ms",
+        "notes": f"{rounds} updates each, a new version each; kidecar also keeps the "
+                 "replaced file and the new one in the state dir, polls /version every "
+                 "20 ms, records the result",
+    }]
+    if env.kube is None:
+        back_ms = statistics.median(backs) * 1000
+        out.append({
+            "benchmark": "rollback of a refused 1 MiB update (POST→424, previous confirmed)",
+            "kidecar": f"p50 {back_ms:.1f} ms, p95 {_pct(backs, 0.95) * 1000:.1f} ms "
+                       f"({back_ms / ours_ms:.1f}× a confirmed update)",
+            "peers": f"a confirmed update: p50 {ours_ms:.1f} ms",
+            "aim": "≤ 2× an update",
+            "notes": f"{rounds} refusals (NACK via errorJsonPath): download, install, "
+                     "reload, NACK, the kept copy back, reload, confirm the previous version",
+        })
+    return out
+
+
 def rows(quick: bool) -> list[dict[str, str]]:
     rounds = 10 if quick else 50
     env = _Env(128 * MIB if quick else 1024 * MIB)
@@ -367,7 +487,30 @@ def rows(quick: bool) -> list[dict[str, str]]:
     finally:
         env.close()
     out.insert(1, _inkube_latency(rounds))
+    confirmed = _Env(0, versions=rounds + 1)
+    try:
+        out += _confirmed(confirmed, rounds)
+    finally:
+        confirmed.close()
+    out.insert(-1, _inkube_confirmed(rounds))
     return out
+
+
+def _inkube_confirmed(rounds: int) -> dict[str, str]:
+    try:
+        kube = _Kube()
+    except Exception as exc:
+        return {"benchmark": "confirmed hot update POST→200, 1 MiB, signal, InKube storage",
+                "kidecar": "n/a", "peers": "n/a", "aim": "≤ floor + 100 ms",
+                "notes": f"kube_env unavailable: {type(exc).__name__}: {exc}"[:300]}
+    try:
+        env = _Env(0, kube=kube, versions=rounds + 1)
+        try:
+            return _confirmed(env, rounds)[0]
+        finally:
+            env.close()
+    finally:
+        kube.close()
 
 
 def _inkube_latency(rounds: int) -> dict[str, str]:
