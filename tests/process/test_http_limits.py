@@ -184,11 +184,6 @@ def test_oversized_heads_answer_json_431_and_414(tmp_path: Path) -> None:
         sidecar.stop()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "supervisor side, not HTTP: Launcher.send writes a call to the plugin's non-blocking pipe "
-    "with Connection.send after a bare select(); a burst larger than the free socket buffer "
-    "kills the plugin as 'hung (not reading its pipe)' or closes its pipe mid-message. "
-    "Needs a per-child outgoing queue flushed on EVENT_WRITE (reported in issue 17)."))
 def test_concurrent_requests_at_the_limits_never_restart_the_plugin(tmp_path: Path) -> None:
     sidecar = start_sidecar(_config(tmp_path), tmp_path, wait_ready=True)
     try:

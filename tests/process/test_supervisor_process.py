@@ -347,7 +347,8 @@ def test_cli_hot_update_is_a_client_of_the_api(running, tmp_path: Path) -> None:
             assert ok.returncode == 0, ok.stderr
             assert '"version": "v2"' in ok.stdout
             assert (shared / "level.cfg").read_bytes() == b"level=2\n"
-            bad = subprocess.run([*cli, "--version", "two", "--url", url], capture_output=True,
+            # versions are label-safe strings (DESIGN §5): a slash is not one
+            bad = subprocess.run([*cli, "--version", "two/2", "--url", url], capture_output=True,
                                  text=True, timeout=60)
             assert bad.returncode == 1 and "HTTP 400" in bad.stderr
     finally:
