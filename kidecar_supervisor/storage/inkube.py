@@ -200,6 +200,7 @@ class _Backend:
         #: why Events are off for this process (a 403 on Events), or None
         self.events_off: str | None = None
         self.forbidden_given_up = 0
+        self._journaled_causes: set[tuple[str, int, tuple[str, ...]]] = set()
         self.latest_path = state_dir / LATEST_FILE
         self.latest_lock = threading.Lock()  # one file for every store of the sidecar
         self.pod_path = ResourcePath("", "v1", "pods", identity.namespace, identity.pod_name)
@@ -495,8 +496,7 @@ class _Backend:
             permanent = self.run(entry, DIRECT_RETRY, blocked)
         except _PartFailed as failed:
             self._leave_for_replay(entry_id, entry, failed)
-            log.warning("Kubernetes write journaled (%s); %d pending", failed.error,
-                        len(self.journal))
+            self._log_journaled(entry, failed.error)
             self._ensure_replayer()
             return JOURNALED, failed.refused, list(entry["parts"])
         except Exception as exc:
@@ -507,6 +507,20 @@ class _Backend:
             return WRITTEN, permanent, []
         self.journal.done(entry_id)
         return WRITTEN, [], []
+
+    def _log_journaled(self, entry: Entry, error: KubeError) -> None:
+        """A warning the first time a cause (error kind + the objects waiting) journals a
+        write; later ones at debug (a GameServer refused all day says so once)."""
+        cause = (type(error).__name__, error.status,
+                 tuple(sorted(_part_object(entry, p) for p in entry["parts"])))
+        if type(error) is KubeError:  # queued behind an earlier write: that one was said
+            log.debug("Kubernetes write journaled (%s); %d pending", error, len(self.journal))
+            return
+        with self._lock:
+            first = cause not in self._journaled_causes
+            self._journaled_causes.add(cause)
+        (log.warning if first else log.debug)(
+            "Kubernetes write journaled (%s); %d pending", error, len(self.journal))
 
     # -- replay ------------------------------------------------------------------
     def _ensure_replayer(self) -> None:

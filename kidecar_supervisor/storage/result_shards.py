@@ -23,7 +23,8 @@ Keys and values (compact: etcd stores them on every write of the shard):
   answer of the pod-entry patch shows it. Only the first pod of a shard to
   reach a new version reads and compare-and-swaps the workload record (and
   then the copy), so a rollout adds about one workload read per shard, not
-  per pod.
+  per pod. A late result of an older version only adds its URL to the record
+  (once per version), so a recreated pod on that version still finds it.
 
 The workload record and the copies never move backwards: both are replaced
 by a JSON patch whose ``test`` op checks the value compared against
@@ -92,7 +93,8 @@ def good_from_pod_value(text: str | None) -> tuple[str, float] | None:
 
 
 def workload_value(record: ResultRecord, previous: str | None) -> str:
-    """The workload record: ``record`` as the newest, plus the URLs of recent versions."""
+    """The workload record after ``record``: it is the newest unless ``previous`` names a
+    newer one, and its URL joins those of the recent versions either way."""
     urls: dict[str, list[str]] = {}
     old = _load(previous)
     if isinstance(old, dict) and isinstance(old.get("urls"), dict):
@@ -101,9 +103,18 @@ def workload_value(record: ResultRecord, previous: str | None) -> str:
     urls[record.version] = [record.url, record.sha256]
     while len(urls) > KEEP_URLS:
         urls.pop(next(iter(urls)))
-    body = json.loads(codec.workload_entry(record))
+    known = codec.parse_workload_entry(previous, record.plugin, "")
+    if known is not None and known.timestamp > record.timestamp:
+        body = {k: v for k, v in old.items() if k != "urls"}  # an older result: URL only
+    else:
+        body = json.loads(codec.workload_entry(record))
     body["urls"] = urls
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+
+def _knows_url(text: str | None, record: ResultRecord) -> bool:
+    found = url_of(text, record.version)
+    return found is not None and found == (record.url, record.sha256)
 
 
 def url_of(workload_text: str | None, version: str) -> tuple[str, str] | None:
@@ -124,11 +135,17 @@ def seen_value(record: ResultRecord) -> str:
 
 
 def _seen_covers(text: str | None, record: ResultRecord) -> bool:
-    """Whether the workload record is known to hold ``record``'s version or a newer one."""
+    """Whether the workload record is known to name ``record``'s version already."""
+    data = _load(text)
+    return isinstance(data, list) and len(data) == 2 and data[0] == record.version
+
+
+def _seen_older(text: str | None, record: ResultRecord) -> bool:
+    """Whether the ``.seen`` copy should move to ``record`` (never backwards)."""
     data = _load(text)
     if not (isinstance(data, list) and len(data) == 2):
-        return False
-    return bool(data[0] == record.version or float(data[1]) >= record.timestamp)
+        return True
+    return data[0] != record.version and float(data[1]) < record.timestamp
 
 
 def _load(text: str | None) -> Any:
@@ -179,11 +196,12 @@ class ShardedResults:
             return
         self._advance_record(work_path, wk, record, None)
         self.configmaps.advance_key(pod_path, seen_key, lambda old: seen_value(record),
-                                    lambda old: not _seen_covers(old, record), answer)
+                                    lambda old: _seen_older(old, record), answer)
 
     def _advance_record(self, path: ResourcePath, wk: str, record: ResultRecord,
                         current: dict[str, Any] | None) -> None:
         def newer(old: str | None) -> bool:
+            """Write if ``record`` is newer, or its version's URL is not remembered yet."""
             known = codec.parse_workload_entry(old, record.plugin, "")
             if known is None:
                 return True
@@ -191,9 +209,9 @@ class ShardedResults:
                 if known.timestamp > record.timestamp:
                     log.info("result %s of %s is older than the workload record (%s); "
                              "record kept", record.version, record.pod, known.version)
-                return False
+                return not _knows_url(old, record)
             return (known.version, known.url, known.sha256) != (
-                record.version, record.url, record.sha256)
+                record.version, record.url, record.sha256) or not _knows_url(old, record)
 
         self.configmaps.advance_key(path, wk, lambda old: workload_value(record, old), newer,
                                     current)
