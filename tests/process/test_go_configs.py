@@ -110,3 +110,31 @@ def test_a_sidecarconfig_document_is_a_config_source(tmp_path: Path) -> None:
     result = kidecar("validate", str(bad))
     assert result.returncode == 1
     assert "spec.kidecar.plugins[1].config.probeIntervalSeconds" in result.stderr
+
+
+def test_kidecar_runs_a_sidecarconfig_document(tmp_path: Path) -> None:
+    """`kidecar run --config` on the Go kidecar's custom resource runs its spec.kidecar."""
+    files = tmp_path / "files"
+    files.mkdir()
+    document = {
+        "apiVersion": "serverless.vke.volcengine.com/v1alpha1", "kind": "SidecarConfig",
+        "metadata": {"name": "game"},
+        "spec": {"injection": {"selector": {"matchLabels": {"app": "game"}},
+                               "injectKidecar": True, "shareProcessNamespace": True},
+                 "kidecar": {"plugins": [{"name": "hot_update", "config": {
+                     "loadPatchType": "request", "fileDir": str(files),
+                     "request": {"address": "127.0.0.1/reload", "port": 0},
+                     "storageConfig": {"type": "Local"}}}],
+                     "restartPolicy": "Always", "sidecarStartOrder": "Before"}}}
+    with UpstreamServer() as upstream:
+        reload = document["spec"]["kidecar"]["plugins"][0]["config"]["request"]
+        reload["port"] = upstream.port
+        sidecar = start_sidecar(document, tmp_path, wait_ready=True, timeout=40)
+        try:
+            url = upstream.add_file("index.html", b"v2\n")
+            answer = sidecar.post("/hot-update", data={"version": "v2", "url": url})
+            assert answer.status_code == 200, answer.text
+            assert upstream.count("/reload") == 1
+            assert (files / "index.html").read_bytes() == b"v2\n"
+        finally:
+            assert sidecar.stop() == 0
