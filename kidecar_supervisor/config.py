@@ -199,9 +199,9 @@ def _unwrap_sidecarconfig(document: Any, source: str, key_lines: KeyLines) -> tu
             injection.raw(name, default=None)
         injection.reject_unknown()
     kidecar = spec.raw("kidecar", default=None)
+    spec.reject_unknown()  # a misspelt 'kidecar' is named as such, not as missing
     if not isinstance(kidecar, dict):
         raise spec.error("kidecar", "is required: the kidecar config of this SidecarConfig")
-    spec.reject_unknown()
     root.reject_unknown()
     return kidecar, "spec.kidecar"
 

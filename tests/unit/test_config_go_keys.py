@@ -153,3 +153,41 @@ def test_json_path_configs_need_a_pointer() -> None:
     error = refused(text)
     assert error.path.endswith("markerPolices[0].jsonPathConfigs[0].jsonPath")
     assert "JSON pointer" in error.problem
+
+
+SIDECARCONFIG = """\
+apiVersion: serverless.vke.volcengine.com/v1alpha1
+kind: SidecarConfig
+metadata: {name: game}
+spec:
+  injection: {selector: {matchLabels: {app: game}}, injectKidecar: true}
+  kidecar:
+    restartPolicy: Never
+    plugins:
+    - name: tool
+      binary: {path: /bin/sleep, args: ["${SECONDS_TO_SLEEP}"], version: "2"}
+"""
+
+
+def test_a_sidecarconfig_is_read_from_spec_kidecar() -> None:
+    config = parse_config_text(SIDECARCONFIG, "sc.yaml", environ={"SECONDS_TO_SLEEP": "5"})
+    assert config.restart.policy == "Never"
+    assert config.plugins[0].config.args == ("5",) and config.plugins[0].field_path == \
+        "spec.kidecar.plugins[0]"
+
+
+@pytest.mark.parametrize(("change", "path", "words"), [
+    (("restartPolicy: Never", "restartPolicy: Never\n    restartpolicy: Always"),
+     "spec.kidecar", "on line 7 and line 8"),
+    (("  kidecar:\n", "  kidecars:\n"), "spec.kidecars", "unknown field"),
+    (("injectKidecar: true", "injectKidecars: true"), "spec.injection.injectKidecars",
+     "did you mean 'injectKidecar'?"),
+    (("version: \"2\"}", "version: \"2\", size: 1}"), "spec.kidecar.plugins[0].binary.size",
+     "unknown field"),
+])
+def test_sidecarconfig_errors_name_the_field_and_line(change: tuple[str, str], path: str,
+                                                      words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config_text(SIDECARCONFIG.replace(*change), "sc.yaml",
+                          environ={"SECONDS_TO_SLEEP": "5"})
+    assert err.value.path == path and words in err.value.problem
