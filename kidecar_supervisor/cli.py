@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kidecar_supervisor.protocol import Op
+from kidecar_supervisor.protocol import request as control_request
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_STATE_DIR = "/var/lib/kidecar"
 
@@ -255,7 +258,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args.state_dir)
     try:
         client = ControlClient(control_socket_path(state_dir), read_authkey(state_dir))
-        reply = client.request({"op": "ready" if args.ready else "health"}, timeout=2.0)
+        reply = client.request(control_request(Op.READY if args.ready else Op.HEALTH), timeout=2.0)
     except (OSError, ControlError) as exc:
         print(f"kidecar: no supervisor answers in {state_dir}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

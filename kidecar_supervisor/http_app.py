@@ -25,6 +25,8 @@ from kidecar_supervisor.http_limits import (
     set_limits,
 )
 from kidecar_supervisor.metrics import render_metrics
+from kidecar_supervisor.protocol import PLUGIN_ACTIONS, ControlRequest, Op
+from kidecar_supervisor.protocol import request as control_request
 
 #: /healthz must answer quickly even when the supervisor is wedged
 HEALTH_TIMEOUT = 1.0
@@ -57,7 +59,7 @@ def create_app(control: ControlClient, token: str = "",
     install_limits(app)
     apply_http_settings(app, settings or HttpSettings())
 
-    def ask(message: dict[str, Any], timeout: float = STATUS_TIMEOUT) -> tuple[Response, int]:
+    def ask(message: ControlRequest, timeout: float = STATUS_TIMEOUT) -> tuple[Response, int]:
         try:
             reply = control.request(message, timeout=timeout)
         except ControlError as exc:
@@ -69,34 +71,33 @@ def create_app(control: ControlClient, token: str = "",
 
     @app.get("/healthz")
     def healthz() -> Any:
-        return ask({"op": "health"}, timeout=HEALTH_TIMEOUT)
+        return ask(control_request(Op.HEALTH), timeout=HEALTH_TIMEOUT)
 
     @app.get("/readyz")
     def readyz() -> Any:
-        return ask({"op": "ready"}, timeout=HEALTH_TIMEOUT)
+        return ask(control_request(Op.READY), timeout=HEALTH_TIMEOUT)
 
     @app.get("/plugins")
     def plugins() -> Any:
-        return ask({"op": "plugins"})
+        return ask(control_request(Op.PLUGINS))
 
     @app.get("/plugins/<name>")
     def plugin(name: str) -> Any:
-        return ask({"op": "plugin", "name": name})
+        return ask(control_request(Op.PLUGIN, name=name))
 
     # every non-GET route is mutating: http_access decides who may call it
     @app.post("/plugins/<name>/<action>")
     def plugin_action(name: str, action: str) -> Any:
-        if action not in ("restart", "stop", "start"):
+        if action not in PLUGIN_ACTIONS:
             return error(404, f"unknown action {action!r}; use restart, stop or start")
-        return ask({"op": action, "name": name}, timeout=30.0)
+        return ask(control_request(Op(action), name=name), timeout=30.0)
 
     @app.post("/hot-update")
     def hot_update() -> Any:
         params, problem = _hot_update_params()
         if problem:
             return error(400, problem)
-        return ask({"op": "call", "target": "hot_update", "method": "hot_update",
-                    "params": params}, timeout=HOT_UPDATE_TIMEOUT)
+        return ask(_hot_update_call("hot_update", params), timeout=HOT_UPDATE_TIMEOUT)
 
     @app.post("/hot-update/rollback")
     def hot_update_rollback() -> Any:
@@ -104,18 +105,16 @@ def create_app(control: ControlClient, token: str = "",
         if problem:
             return error(400, problem)
         # a rollback downloads nothing but reloads and confirms like an update
-        return ask({"op": "call", "target": "hot_update", "method": "hot_update_rollback",
-                    "params": params}, timeout=HOT_UPDATE_TIMEOUT)
+        return ask(_hot_update_call("hot_update_rollback", params), timeout=HOT_UPDATE_TIMEOUT)
 
     @app.get("/hot-update")
     def hot_update_status() -> Any:
-        return ask({"op": "call", "target": "hot_update", "method": "hot_update_status",
-                    "params": {}})
+        return ask(_hot_update_call("hot_update_status", {}))
 
     @app.get("/metrics")
     def metrics() -> Any:
         try:
-            reply = control.request({"op": "metrics"}, timeout=STATUS_TIMEOUT)
+            reply = control.request(control_request(Op.METRICS), timeout=STATUS_TIMEOUT)
         except ControlError as exc:
             return error(503, f"supervisor unavailable: {exc}")
         body, content_type = render_metrics(reply.get("result") or {})
@@ -147,6 +146,11 @@ def apply_http_settings(app: Flask, settings: HttpSettings) -> None:
     """``http:``'s limits and access rule for ``app`` (the HTTP child applies its own)."""
     set_limits(app, settings)
     set_access(app, AccessPolicy.from_settings(settings, app.config["KIDECAR_TOKEN"]))
+
+
+def _hot_update_call(method: str, params: dict[str, Any]) -> ControlRequest:
+    """A call routed by the supervisor to the hot_update plugin."""
+    return control_request(Op.CALL, target="hot_update", method=method, params=params)
 
 
 def _hot_update_params() -> tuple[dict[str, Any], str]:
@@ -187,7 +191,7 @@ def _rollback_params() -> tuple[dict[str, Any], str]:
 
 def _page_data(control: ControlClient) -> status_page.PageData:
     """What the status page shows first; each part fails alone (the page says which)."""
-    def answer(message: dict[str, Any], timeout: float) -> status_page.Answer:
+    def answer(message: ControlRequest, timeout: float) -> status_page.Answer:
         try:
             reply = control.request(message, timeout=timeout)
         except ControlError as exc:
@@ -198,8 +202,7 @@ def _page_data(control: ControlClient) -> status_page.PageData:
                                   {"error": str(reply.get("error", "failed"))})
 
     return status_page.PageData(
-        health=answer({"op": "health"}, HEALTH_TIMEOUT),
-        ready=answer({"op": "ready"}, HEALTH_TIMEOUT),
-        plugins=answer({"op": "plugins"}, STATUS_TIMEOUT),
-        hot_update=answer({"op": "call", "target": "hot_update",
-                           "method": "hot_update_status", "params": {}}, STATUS_TIMEOUT))
+        health=answer(control_request(Op.HEALTH), HEALTH_TIMEOUT),
+        ready=answer(control_request(Op.READY), HEALTH_TIMEOUT),
+        plugins=answer(control_request(Op.PLUGINS), STATUS_TIMEOUT),
+        hot_update=answer(_hot_update_call("hot_update_status", {}), STATUS_TIMEOUT))
