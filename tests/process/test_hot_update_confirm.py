@@ -107,25 +107,33 @@ def test_a_game_that_never_reports_the_version_is_rolled_back(
 
 def test_a_game_that_dies_after_the_reload_is_rolled_back(
         tmp_path: Path, upstream: UpstreamServer, file_dir: Path, game: FakeGame) -> None:
-    replacement: list[FakeGame] = []
+    replacement: list[FakeGame] = [game]
+    done = threading.Event()
 
-    def kubelet() -> None:  # restarts the crashed game container, which reads the file in place
-        game.proc.wait(20)
-        replacement.append(game.restarted())
+    def kubelet() -> None:  # restarts the crashed game container; it reads the file in place
+        while not done.is_set():
+            if replacement[-1].proc.poll() is not None:
+                try:
+                    replacement.append(replacement[-1].restarted())
+                except AssertionError:
+                    pass  # it died at once on the refused file: a crash loop, next round
+            done.wait(0.05)
 
     restarter = threading.Thread(target=kubelet)
     restarter.start()
     try:
         with PluginRun(confirm_config(file_dir, game, timeout=10), tmp_path / "state") as run:
             status, body = post(run, upstream, "v5", crash=True)
-            restarter.join(20)
             assert status == 424 and "died after the reload" in body["reason"], body
             assert body["runningVersion"] == "v1"
             assert (file_dir / "index.html").read_bytes() == V1
-            assert replacement[0].report()["version"] == "v1"
+            done.set()
+            restarter.join(20)
+            assert replacement[-1].report()["version"] == "v1"
     finally:
+        done.set()
         restarter.join(20)
-        for proc in replacement:
+        for proc in replacement[1:]:
             proc.stop()
 
 
@@ -286,3 +294,54 @@ def _post_quietly(sidecar: Sidecar, url: str) -> Any:
         return sidecar.post("/hot-update", data={"version": "v3", "url": url}).status_code
     except Exception as exc:  # the sidecar was killed under the request
         return exc
+
+
+@pytest.mark.slow
+def test_failed_is_readyz_503_until_an_update_succeeds_and_metrics_say_so(
+        tmp_path: Path, upstream: UpstreamServer, file_dir: Path, game: FakeGame) -> None:
+    config = {"plugins": [{"name": "hot_update",
+                           "config": confirm_config(file_dir, game, timeout=1)}]}
+    sidecar = start_sidecar(config, tmp_path, wait_ready=True)
+    restarted: list[FakeGame] = []
+    try:
+        v2 = upstream.add_file("v2/index.html", version_file("v2"))
+        assert sidecar.post("/hot-update", data={"version": "v2", "url": v2}).status_code == 200
+        metrics = sidecar.get("/metrics").text
+        assert 'kidecar_hot_update_info{plugin="hot_update",version="v2"} 1.0' in metrics
+        assert 'kidecar_hot_update_last_success{plugin="hot_update"} 1.0' in metrics
+        assert 'kidecar_hot_update_stage_duration_seconds_bucket{le="+Inf",plugin=' \
+               '"hot_update",stage="confirming"} 1.0' in metrics
+
+        crash = upstream.add_file("v5/index.html", version_file("v5", crash=True))
+        failed = sidecar.post("/hot-update", data={"version": "v5", "url": crash})
+        assert failed.status_code == 500 and failed.json()["outcome"] == "failed", failed.text
+        assert sidecar.get("/readyz").status_code == 503
+        assert sidecar.get("/hot-update").json()["stage"] == "failed"
+        assert 'kidecar_hot_update_last_success{plugin="hot_update"} 0.0' in \
+            sidecar.get("/metrics").text
+
+        restarted.append(game.restarted())  # the game is back (on the v2 file put back)
+        v6 = upstream.add_file("v6/index.html", version_file("v6"))
+        assert sidecar.post("/hot-update", data={"version": "v6", "url": v6}).status_code == 200
+        sidecar.wait_for(lambda: sidecar.get("/readyz").status_code == 200, timeout=10)
+    finally:
+        sidecar.stop()
+        for proc in restarted:
+            proc.stop()
+
+
+def test_confirm_through_a_file_the_game_writes(tmp_path: Path, upstream: UpstreamServer,
+                                                file_dir: Path) -> None:
+    loaded = tmp_path / "loaded-version"
+    game = FakeGame(tmp_path, file_dir / "index.html", version_file=loaded)
+    try:
+        cfg = signal_config(file_dir, game.tag, confirm={
+            "file": {"path": str(loaded)}, "timeoutSeconds": 2, "intervalSeconds": 0.05})
+        with PluginRun(cfg, tmp_path / "state") as run:
+            status, body = post(run, upstream, "v2")
+            assert status == 200 and f"at {loaded}" in body["confirmed"], body
+            status, body = post(run, upstream, "v3", silent=True)
+            assert status == 424 and body["runningVersion"] == "v2", body
+        assert loaded.read_text() == "v2"
+    finally:
+        game.stop()

@@ -659,13 +659,13 @@ class HotUpdatePlugin(Plugin):
         try:
             put_back = self._put_back(previous, request.file_name)
             self._timed(RELOADING, rollingBack=True)
-            reloaded = self._reload(True, cancel)
+            self._reload(True, cancel)
             reported = back or "the previous file"
             if cfg is not None:
                 self._timed(CONFIRMING, rollingBack=True)
-                reported = wait_for_version(cfg, back or None,
-                                            list(reloaded.details.get("pids", [])), cancel,
-                                            refused=refused)
+                # no NACK on a death here: a game restarted by its kubelet (crash-looping
+                # on the refused file until now) reads the restored file at its start
+                reported = wait_for_version(cfg, back or None, [], cancel, refused=refused)
         except (ConfirmFailed, ReloadError, OSError, UpdateFailed) as exc:
             self._timed("")
             self.pending.clear()
