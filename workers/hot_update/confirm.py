@@ -156,12 +156,14 @@ def _parse_report(cfg: ConfirmConfig, raw: bytes) -> Report:
 
 
 def wait_for_version(cfg: ConfirmConfig, expected: str | None, pids: list[int],
-                     cancel: threading.Event, refused: str = "") -> str:
+                     cancel: threading.Event, refused: str = "", stale_error: str = "") -> str:
     """Wait for the ACK of ``expected``; return the version the game reports.
 
     ``expected`` None: any version other than ``refused`` counts (a rollback to
     files kidecar never knew the version of). ``pids``: the processes the reload
     signalled; all of them gone is a NACK (the game died loading the file).
+    ``stale_error``: the error the game reported before the reload, which is no
+    NACK of this reload (the game may answer before it handled the signal).
     Raises ConfirmFailed on a NACK, a death, or the timeout.
     """
     deadline = time.monotonic() + cfg.timeout_seconds
@@ -171,7 +173,7 @@ def wait_for_version(cfg: ConfirmConfig, expected: str | None, pids: list[int],
         if last.version is not None and _acked(last.version, expected, refused):
             if not last.error:
                 return last.version
-        if last.error:
+        if last.error and last.error != stale_error:
             raise ConfirmFailed(f"the game reported an error: {last.error}", nack=True)
         if pids and not any(_alive(pid) for pid in pids):
             raise ConfirmFailed(f"the game process(es) {pids} died after the reload", nack=True)
@@ -198,6 +200,11 @@ def _alive(pid: int) -> bool:
         return fields[0] != b"Z"
     except (OSError, IndexError):
         return False
+
+
+def current_error(cfg: ConfirmConfig | None) -> str:
+    """The error the game reports now (before a reload): not a NACK of the next one."""
+    return read_report(cfg).error if cfg is not None else ""
 
 
 def loaded_version(cfg: ConfirmConfig) -> str | None:

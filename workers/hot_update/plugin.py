@@ -50,7 +50,12 @@ from kidecar_supervisor.plugin_kit.reload import (
     signal_reload,
 )
 from workers.hot_update.config import HotUpdateConfig
-from workers.hot_update.confirm import ConfirmFailed, loaded_version, wait_for_version
+from workers.hot_update.confirm import (
+    ConfirmFailed,
+    current_error,
+    loaded_version,
+    wait_for_version,
+)
 from workers.hot_update.download import (
     TEMP_PREFIX,
     Downloaded,
@@ -136,6 +141,8 @@ class HotUpdatePlugin(Plugin):
         #: the last update ended ``failed``: readiness stays off until one succeeds
         self._unconfirmed = False
         self._no_backup = False
+        #: what the game reported wrong before the reload: no NACK of this reload
+        self._stale_error = ""
         self.marker = VersionMarker(ctx.state_dir / MARKER_NAME)
         self._prepare_marker()
         self.limits = DownloadLimits(
@@ -569,6 +576,7 @@ class HotUpdatePlugin(Plugin):
             raise UpdateFailed("install", 500, f"cannot put {request.file_name} into place: "
                                f"{exc.strerror or exc}") from None
         self._timed(RELOADING)
+        self._stale_error = current_error(self.cfg.confirm)
         try:
             return self._reload(restoring, cancel)
         except ReloadError as err:
@@ -628,7 +636,8 @@ class HotUpdatePlugin(Plugin):
             return "not confirmed: the game was not running yet (it reads the file at start)"
         self._timed(CONFIRMING)
         try:
-            reported = wait_for_version(cfg, request.version, pids, cancel)
+            reported = wait_for_version(cfg, request.version, pids, cancel,
+                                        stale_error=self._stale_error)
         except ConfirmFailed as failed:
             self._timed("")
             self._roll_back(request, previous, failed.reason, cancel)
@@ -659,13 +668,15 @@ class HotUpdatePlugin(Plugin):
         try:
             put_back = self._put_back(previous, request.file_name)
             self._timed(RELOADING, rollingBack=True)
+            stale = current_error(cfg)
             self._reload(True, cancel)
             reported = back or "the previous file"
             if cfg is not None:
                 self._timed(CONFIRMING, rollingBack=True)
                 # no NACK on a death here: a game restarted by its kubelet (crash-looping
                 # on the refused file until now) reads the restored file at its start
-                reported = wait_for_version(cfg, back or None, [], cancel, refused=refused)
+                reported = wait_for_version(cfg, back or None, [], cancel, refused=refused,
+                                            stale_error=stale)
         except (ConfirmFailed, ReloadError, OSError, UpdateFailed) as exc:
             self._timed("")
             self.pending.clear()
