@@ -365,10 +365,15 @@ class _Backend:
     def _forbidden_too_long(self, entry: Entry, part: str) -> bool:
         """Whether ``part`` has been refused with 401/403 for ``FORBIDDEN_GIVE_UP`` seconds.
 
-        The first refusal's time is kept in the entry (it survives restarts);
-        until then a fixed RBAC still gets the write through.
+        Counted from when the write was made (``since``; else its first refusal,
+        kept in the entry so it survives restarts): writes queued behind a refused
+        one are as old as they are, so once the permission is missing for longer
+        than that, every pass gives up all that are past it and the journal holds
+        at most ``FORBIDDEN_GIVE_UP`` seconds of writes. Until then a fixed RBAC
+        still gets them through.
         """
-        since = entry.setdefault("forbidden", {}).setdefault(part, self.clock())
+        since = entry.setdefault("forbidden", {}).setdefault(
+            part, entry.get("since") or self.clock())
         if self.clock() - float(since) < FORBIDDEN_GIVE_UP:
             return False
         self.forbidden_given_up += 1
@@ -409,6 +414,14 @@ class _Backend:
                      retry: RetryPolicy) -> None:
         record.pod = self.identity.pod_name
         record.workload = str(self.workload(retry))
+        if part in ("pod", "configmap") and self._superseded(cfg, record, retry):
+            log.info("result %s of %s is older than the one on the pod; its pod annotation "
+                     "and pod entry are not written again", record.version, record.plugin)
+            if part == "configmap" and record.success:  # the workload may still need it
+                self.shards.write(cfg.result_configmap, cfg.result_namespace,
+                                  self.identity.namespace, Workload.parse(record.workload),
+                                  record, None, pod_entry=False)
+            return
         if part == "pod":
             key = cfg.annotation_key or codec.DEFAULT_ANNOTATION_KEY
             previous = (self.pod(retry=retry).get("metadata", {}).get("annotations") or {}).get(key)
@@ -435,6 +448,21 @@ class _Backend:
                 f": {record.message}" if record.message else "") + (
                 f" ({record.url})" if record.url else "")
             self.events.emit(result_reason(record), text, not record.success, record.timestamp)
+
+    def _superseded(self, cfg: StorageConfig, record: ResultRecord, retry: RetryPolicy) -> bool:
+        """Whether the pod's annotation already holds a *newer* result of this plugin.
+
+        A replayed result (e.g. adopted from the older instance of a hot upgrade
+        after the newer one recorded its own) must not move the pod back.
+        """
+        key = cfg.annotation_key or codec.DEFAULT_ANNOTATION_KEY
+        text = (self.pod(retry=retry).get("metadata", {}).get("annotations") or {}).get(key)
+        try:
+            current = json.loads(text or "")
+        except ValueError:
+            return False
+        return (isinstance(current, dict) and current.get("plugin") == record.plugin
+                and float(current.get("timestamp") or 0) > record.timestamp)
 
     def _markers_part(self, cfg: StorageConfig, entry: Entry, part: str,
                       retry: RetryPolicy) -> None:
@@ -697,7 +725,7 @@ class InKubeStore(ResultStore):
         record.pod = self.identity.pod_name
         self._remember(record)
         entry = {"op": "result", "cfg": _cfg_to_dict(self.cfg), "record": record.to_dict(),
-                 "parts": list(_RESULT_PART_NAMES)}
+                 "parts": list(_RESULT_PART_NAMES), "since": self._backend.clock()}
         return self._backend.submit_result(entry)
 
     def stats(self) -> dict[str, Any]:
@@ -790,7 +818,7 @@ class InKubeStore(ResultStore):
     def apply_markers(self, update: MarkerUpdate) -> str:
         entry = {"op": "markers", "cfg": _cfg_to_dict(self.cfg), "labels": dict(update.labels),
                  "annotations": dict(update.annotations), "target_value": update.target_value,
-                 "parts": ["pod", "target"]}
+                 "parts": ["pod", "target"], "since": self._backend.clock()}
         return self._backend.submit(entry, merge=True)
 
     def emit_event(self, reason: str, message: str, warning: bool = False) -> None:

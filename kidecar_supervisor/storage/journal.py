@@ -452,7 +452,8 @@ class Journal:
                 raise ValueError(f"expected a JSON object, got {type(data).__name__}")
             return data
         except FileNotFoundError:
-            self._ids.remove(entry_id)
+            if entry_id in self._ids:
+                self._ids.remove(entry_id)
             self._forget(entry_id)
             return None
         except (ValueError, UnicodeDecodeError) as exc:

@@ -177,17 +177,22 @@ class ShardedResults:
 
     # -- write -------------------------------------------------------------------
     def write(self, base: str, namespace: str, pod_namespace: str, workload: Workload,
-              record: ResultRecord, last_good: ResultRecord | None) -> None:
-        """The pod's entry; on success the workload record (when it is behind)."""
+              record: ResultRecord, last_good: ResultRecord | None,
+              pod_entry: bool = True) -> None:
+        """The pod's entry; on success the workload record (when it is behind).
+
+        ``pod_entry=False``: a result older than the pod's current one (a replay)
+        only advances the workload record, if that is behind.
+        """
         pk = codec.pod_key(record.plugin, pod_namespace, record.pod)
         wk = codec.workload_key(record.plugin, pod_namespace, workload)
         pod_path = self.pod_shard(base, namespace, pod_namespace, record.pod)
         answer = self.configmaps.put(pod_path, {pk: pod_value(record, last_good)},
-                                     self.strip_managed_fields)
+                                     self.strip_managed_fields) if pod_entry else None
         if not record.success:
             return
         work_path = self.workload_shard(base, namespace, pod_namespace, workload)
-        if work_path == pod_path:  # the answer shows the record itself
+        if work_path == pod_path and answer is not None:  # the answer shows the record
             self._advance_record(work_path, wk, record, answer)
             return
         seen_key = codec.fit_key(wk + SEEN_SUFFIX)

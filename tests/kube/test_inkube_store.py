@@ -937,3 +937,161 @@ def test_coalescer_hands_errors_to_every_caller():
 
     with pytest.raises(KubeUnavailable):
         Coalescer().submit("x", {"a": 1}, send)
+
+
+# -- a bounded journal (issue 12 §2) and its hand-over (§3) -------------------------
+
+_FORBIDDEN_NS = "kidecar-forbidden"
+
+
+def _sidecar_rbac(kube_env: Any) -> None:
+    """config/rbac.yaml for the test namespace; nothing at all in _FORBIDDEN_NS."""
+    text = (REPO / "config" / "rbac.yaml").read_text()
+    text = text.replace("${POD_NAMESPACE}", kube_env.namespace)
+    kube_env.apply_yaml(text.replace("${RESULT_NAMESPACE}", "kube-system"))
+
+
+def test_a_configmap_403_for_an_hour_leaves_a_bounded_journal(kube_env, admin, tmp_path,
+                                                              caplog):
+    """A result every simulated minute for an hour, the ConfigMaps refused (403) all along:
+    at most one failed/ record per write, at most ~10 minutes of writes pending, one
+    error line for the cause; the pod annotation and Events are written throughout."""
+    from kidecar_supervisor.storage import inkube
+
+    _sidecar_rbac(kube_env)
+    admin.ensure_namespace(_FORBIDDEN_NS)
+    ns, name = kube_env.namespace, uid("hour")
+    admin.pod(name, ns)
+    s = store(_cfg("sidecar-result", _FORBIDDEN_NS), name, ns, tmp_path,
+              kube_env.sidecar_kubeconfig)
+    now = [time.time()]
+    s._backend.clock = s.journal.clock = lambda: now[0]
+    s._backend._ensure_replayer = lambda: None  # the test makes the replayer's passes
+    pending: list[int] = []
+    try:
+        with caplog.at_level(logging.DEBUG, logger="kidecar.storage"):
+            for minute in range(60):
+                now[0] += 60
+                outcome = s.record_result(ResultRecord(plugin=HOT, version=f"v{minute}",
+                                                       url=f"u{minute}", timestamp=now[0]))
+                assert recorded_parts(outcome, "InKube")["pod"], outcome
+                s._backend._replay_step()  # the replayer's pass of that minute
+                pending.append(len(s.journal))
+        assert max(pending) <= inkube.FORBIDDEN_GIVE_UP / 60 + 2, pending
+        assert pending[-1] >= 5, "a fixed RBAC would still get the recent ones through"
+        failed = [json.loads(p.read_text()) for p in (tmp_path / "kube-journal" / "failed")
+                  .glob("*.json")]
+        versions = [f["entry"]["record"]["version"] for f in failed]
+        assert len(versions) == len(set(versions)), "at most one failed/ record per write"
+        assert set(versions) | {e["record"]["version"] for _, e in s.journal.entries()} == \
+            {f"v{m}" for m in range(60)}, "every write is either failed/ or still pending"
+        assert all(f["entry"]["parts"] == ["configmap"] for f in failed)
+        assert s.stats()["failed"] == len(failed) >= 45
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len([e for e in errors if "dropped from the queue" in e]) == 1, errors
+        for verb in ("patch", "get"):  # once per missing permission, not per write
+            assert len([e for e in errors if f"RBAC: the sidecar may not {verb} " in e]) <= 1
+        assert any("RBAC: the sidecar may not patch configmaps" in e for e in errors)
+        assert _annotation(admin.get_pod(name, ns))["version"] == "v59"
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+def test_journal_caps_drop_events_before_results(kube_env, admin, tmp_path):
+    """During an outage past the caps, Events go first; every result is still written."""
+    ns, cm, name = kube_env.namespace, uid("res"), uid("caps")
+    admin.pod(name, ns, labels={"game.kruise.io/owner-gss": "caps"})
+    cfg = _cfg(cm, ns, journal_max_entries=20)
+    s = store(cfg, name, ns, tmp_path, kube_env.admin_kubeconfig)
+    try:
+        s.latest_for_pod(HOT)  # the pod is read while the API is there
+        with kube_env.apiserver_outage():
+            for i in range(8):
+                assert s.record_result(ResultRecord(plugin=HOT, version=f"v{i}",
+                                                    url=f"u{i}")) == JOURNALED
+            for i in range(30):
+                s.emit_event("ProbeFailed", f"no answer {i}", warning=True)
+            kinds = [e["op"] for _, e in s.journal.entries()]
+            assert len(kinds) == 20 and kinds.count("result") == 8
+            assert s.stats()["dropped"]["event"] == 18 and s.stats()["dropped"]["result"] == 0
+        assert s.flush(60)
+        assert _annotation(admin.get_pod(name, ns))["version"] == "v7"
+        assert json.loads(_results(admin, cm, ns)[codec.pod_key(HOT, ns, name)])[0] == "v7"
+        messages = [e["message"] for e in admin.events_for(name, ns)
+                    if e["reason"] == "ProbeFailed"]
+        assert messages == [f"no answer {i}" for i in range(18, 30)]  # the newest kept
+    finally:
+        s.close()
+
+
+_OLDER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {repo!r})
+    from pathlib import Path
+    from kidecar_supervisor.plugin_api import PodIdentity
+    from kidecar_supervisor.storage.base import ResultRecord, StorageConfig
+    from kidecar_supervisor.storage.inkube import InKubeStore
+    cfg = StorageConfig(type="InKube", result_configmap={cm!r}, result_namespace={ns!r})
+    s = InKubeStore(cfg, PodIdentity({name!r}, {ns!r}), Path({state!r}), kubeconfig={kc!r})
+    for version in ("v5", "v6"):
+        print(s.record_result(ResultRecord(plugin="hot_update", version=version,
+                                           url="http://f/" + version)), flush=True)
+    sys.stdin.read()  # stays, holding the journal, until killed
+""")
+
+_UNREACHABLE_KUBECONFIG = textwrap.dedent("""
+    apiVersion: v1
+    kind: Config
+    clusters: [{name: c, cluster: {server: "http://127.0.0.1:9"}}]
+    users: [{name: u, user: {token: t}}]
+    contexts: [{name: x, context: {cluster: c, user: u}}]
+    current-context: x
+""")
+
+
+@pytest.mark.slow
+def test_the_newer_instance_of_a_hot_upgrade_writes_what_the_older_one_journaled(
+        kube_env, admin, tmp_path):
+    """Both SidecarSet containers share the state dir. The older one journals two results
+    (it cannot reach the API) and is SIGKILLed; the newer one, already running on the
+    same dir, takes the journal over and writes them; neither replays the other's."""
+    ns, cm, name = kube_env.namespace, uid("res"), uid("upg")
+    admin.pod(name, ns, labels={"game.kruise.io/owner-gss": "upgrade"})
+    state = tmp_path / "state"
+    unreachable = tmp_path / "unreachable.kubeconfig"
+    unreachable.write_text(_UNREACHABLE_KUBECONFIG)
+    script = _OLDER.format(repo=str(REPO), cm=cm, ns=ns, name=name, state=str(state),
+                           kc=str(unreachable))
+    older = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    newer = None
+    try:
+        assert older.stdout is not None
+        assert older.stdout.readline().strip() == JOURNALED
+        assert older.stdout.readline().strip() == JOURNALED
+        newer = store(_cfg(cm, ns), name, ns, state, kube_env.admin_kubeconfig)
+        assert not newer.journal.owner and len(newer.journal) == 0
+        time.sleep(1.0)
+        # nothing of the older one's is written while it owns the journal
+        assert codec.DEFAULT_ANNOTATION_KEY not in (
+            admin.get_pod(name, ns)["metadata"].get("annotations") or {})
+        os.kill(older.pid, signal.SIGKILL)  # right after it journaled
+        older.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (newer.journal.owner
+                                                   and len(newer.journal) == 0):
+            time.sleep(0.1)
+        assert newer.journal.owner and newer.flush(30)
+        assert _annotation(admin.get_pod(name, ns))["version"] == "v6"
+        wl = _results(admin, cm, ns)[codec.workload_key(HOT, ns, Workload("GameServerSet",
+                                                                          "upgrade"))]
+        assert json.loads(wl)["version"] == "v6"
+        reasons = [e["reason"] for e in admin.events_for(name, ns)]
+        assert reasons.count("HotUpdateSucceeded") == 2, reasons  # each written once
+        assert not list((state / "kube-journal").glob("standby-*"))
+    finally:
+        if older.poll() is None:
+            older.kill()
+        if newer is not None:
+            newer.close()
