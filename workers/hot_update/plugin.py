@@ -56,6 +56,7 @@ from workers.hot_update.confirm import (
     loaded_version,
     wait_for_version,
 )
+from workers.hot_update.desired import DesiredFollower
 from workers.hot_update.download import (
     TEMP_PREFIX,
     Downloaded,
@@ -83,7 +84,7 @@ from workers.hot_update.status import (
     UpdateStatus,
 )
 from workers.hot_update.update_request import UpdateRequest, parse_update_request
-from workers.hot_update.url_redaction import is_redacted
+from workers.hot_update.url_redaction import is_redacted, redact
 from workers.hot_update.version_marker import (
     MARKER_NAME,
     AppliedFile,
@@ -157,16 +158,21 @@ class HotUpdatePlugin(Plugin):
         self._in_flight: InFlight | None = None
         self._stopping = threading.Event()
         self._adopt_in_place()
+        self.desired = DesiredFollower(self.store, self.cfg.desired_annotation_key,
+                                       ctx.state_dir, self.update, self._stopping,
+                                       self._warn_event)
 
     def run(self) -> None:
         try:
             self._finish_pending()
-            self._restore()
+            if not self._apply_desired_at_start():
+                self._restore()
         except Exception as exc:  # never stay unready because of a bug in restore
             log.exception("restoring the recorded hot update failed")
             self.updates.set_restore(state="failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             self.ctx.set_ready(not self._unconfirmed)
+        self.desired.start()
         next_retry = time.monotonic() + RETRY_RECORD_SECONDS
         while not self._stopping.is_set():
             if self.ctx.stop_requested.wait(0.5):
@@ -764,6 +770,22 @@ class HotUpdatePlugin(Plugin):
             log.error("cannot emit the rejection event: %s", exc)
 
     # -- restore at start -------------------------------------------------------------
+    def _apply_desired_at_start(self) -> bool:
+        """DESIGN §10: at start the pod's desired version wins over the recorded one."""
+        answer = self.desired.apply_at_start()
+        if answer is None:
+            return False
+        self.updates.set_restore(state="desired", version=answer.get("version"),
+                                 outcome=answer.get("status"))
+        return True
+
+    def _warn_event(self, reason: str, message: str) -> None:
+        log.warning("%s", message)
+        try:
+            self.store.emit_event(reason, message, warning=True)
+        except Exception as exc:  # noqa: BLE001 - an Event is best effort
+            log.error("cannot emit the %s event: %s", reason, exc)
+
     def _prepare_marker(self) -> None:
         """Create the version marker while there is room; take over a legacy manifest.
 
@@ -883,7 +905,7 @@ class HotUpdatePlugin(Plugin):
             return False, f"cannot read the result store: {exc}"
         in_place = self.marker.in_place(self.slot.dir)
         if in_place is not None and (record is None or in_place.at > record.timestamp or (
-                in_place.version, in_place.url) == (record.version, record.url)):
+                in_place.version, in_place.url) == (record.version, redact(record.url))):
             self._keep_in_place(in_place, record, scope)
             return True, ""
         if record is None:
@@ -936,8 +958,8 @@ class HotUpdatePlugin(Plugin):
         """
         self.updates.set_applied(Applied(in_place.version, in_place.url, in_place.file_name,
                                          in_place.sha256, in_place.at))
-        if record is not None and (record.version, record.url) == (in_place.version,
-                                                                    in_place.url):
+        if record is not None and (record.version, redact(record.url)) == (in_place.version,
+                                                                            in_place.url):
             self.updates.set_restore(state="in-place", version=in_place.version, scope=scope)
             log.info("recorded version %s (%s) is already in place", in_place.version, scope)
             return

@@ -25,6 +25,7 @@ from typing import Any
 from kidecar_supervisor.plugin_api import ResultRecord
 from kidecar_supervisor.plugin_kit.durable_files import atomic_write_json
 from workers.hot_update.download import Progress
+from workers.hot_update.url_redaction import redact
 
 log = logging.getLogger("kidecar.hot_update.status")
 
@@ -139,7 +140,7 @@ class UpdateStatus:
             known = {(h["version"], h["timestamp"]) for h in self.history}
             for record in records:
                 if (record.version, record.timestamp) not in known:
-                    self.history.append(record.to_dict())
+                    self.history.append({**record.to_dict(), "url": redact(record.url)})
             ordered = sorted(self.history, key=lambda h: h["timestamp"], reverse=True)
             self.history = deque(ordered, maxlen=HISTORY_SIZE)
             self._save_history()
@@ -208,4 +209,6 @@ def _load_history(path: Path | None) -> list[dict[str, Any]]:
         return []
     if not isinstance(data, list):
         return []
-    return [h for h in data if isinstance(h, dict) and {"version", "timestamp"} <= h.keys()]
+    # a history of kidecar <= 0.2 may hold URLs with their credentials: never shown
+    return [{**h, "url": redact(str(h.get("url", "")))} for h in data
+            if isinstance(h, dict) and {"version", "timestamp"} <= h.keys()]

@@ -26,10 +26,11 @@ import json
 import logging
 import os
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from kidecar_supervisor.plugin_kit.durable_files import atomic_write_bytes
+from workers.hot_update.url_redaction import redact
 
 log = logging.getLogger("kidecar.hot_update.marker")
 
@@ -132,7 +133,9 @@ class VersionMarker:
         out = []
         for _, data in sorted(self._slots(), key=lambda s: s[0], reverse=True):
             try:
-                out.append(AppliedFile(**json.loads(data)))
+                applied = AppliedFile(**json.loads(data))
+                # a marker of kidecar <= 0.2 may hold a URL with its credentials
+                out.append(replace(applied, url=redact(applied.url)))
             except (ValueError, TypeError) as exc:
                 log.warning("ignoring a version marker slot that does not parse: %s", exc)
         return out
