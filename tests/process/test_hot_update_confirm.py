@@ -345,3 +345,24 @@ def test_confirm_through_a_file_the_game_writes(tmp_path: Path, upstream: Upstre
         assert loaded.read_text() == "v2"
     finally:
         game.stop()
+
+
+def test_rollback_without_confirm_and_its_refusals(tmp_path: Path, upstream: UpstreamServer,
+                                                   file_dir: Path, game: FakeGame) -> None:
+    """Without confirm an update is the seed's; the kept copies still allow a rollback."""
+    with PluginRun(signal_config(file_dir, game.tag), tmp_path / "state") as run:
+        with pytest.raises(PluginCallError) as nothing:
+            run.plugin.handle("hot_update_rollback", {})
+        assert nothing.value.status == 409
+        assert post(run, upstream, "v1")[0] == 200  # the image's file has no known version
+        status, body = post(run, upstream, "v2", silent=True)  # never reported: no matter
+        assert status == 200 and "confirmed" not in body and body["outcome"] == "succeeded"
+        back = run.plugin.handle("hot_update_rollback", {"version": ""})
+        assert back["version"] == "v1" and back["status"] == "updated", back
+        game.wait_for(lambda r: r["version"] == "v1")
+        assert (file_dir / "index.html").read_bytes() == V1
+        with pytest.raises(PluginCallError) as bad:
+            run.plugin.handle("hot_update_rollback", {"version": "v1", "url": "x"})
+        assert bad.value.status == 400
+        assert run.plugin.handle("hot_update_rollback", {"version": "v1"})["status"] == \
+            "unchanged"

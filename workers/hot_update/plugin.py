@@ -210,7 +210,7 @@ class HotUpdatePlugin(Plugin):
         out.update(loadPatchType=self.cfg.load_patch_type, fileDir=self.cfg.file_dir,
                    maxFileBytes=self.cfg.max_file_bytes, unrecorded=self.recorder.unrecorded(),
                    kept=[e.public() for e in self.kept.entries()],
-                   confirm=self.cfg.confirm.source if self.cfg.confirm else None)
+                   confirm=redact(self.cfg.confirm.source) if self.cfg.confirm else None)
         return out
 
     def update(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -248,8 +248,9 @@ class HotUpdatePlugin(Plugin):
             raise PluginCallError(400, f"unknown field(s) {', '.join(unknown)}; accepted: "
                                   "version (optional: a kept version)")
         version = params.get("version")
-        if version is not None and (not isinstance(version, str) or not version.strip()):
-            raise PluginCallError(400, "version must be a non-empty string", field="version")
+        if version is not None and not isinstance(version, str):
+            raise PluginCallError(400, "version must be a string (a kept version), got "
+                                  f"{type(version).__name__}", field="version")
         kept = [e for e in self.kept.entries() if e.version]
         names = sorted({e.version for e in kept})
         if version:
