@@ -148,7 +148,7 @@ STORAGE = "storage"
 STORE_METHOD = "store"
 #: the ResultStore methods a ``store`` call may name
 STORE_OPS = ("record_result", "latest_for_pod", "latest_for_workload", "apply_markers",
-             "emit_event")
+             "emit_event", "watch_annotation")
 
 
 class StoreParams(TypedDict):

@@ -242,5 +242,11 @@ class ResultStore(abc.ABC):
     def emit_event(self, reason: str, message: str, warning: bool = False) -> None:
         """Record a human-readable event (a Kubernetes Event on the pod for InKube)."""
 
+    def watch_annotation(self, key: str, revision: int, wait: float) -> dict[str, Any]:
+        """Long-poll annotation ``key`` of this pod (issue 11's desired version): answers
+        once the pod's annotations pass ``revision`` or after ``wait`` seconds, as
+        ``{"revision", "value", "synced", "supported"}``. Only InKube has a pod to watch."""
+        return {"revision": 0, "value": None, "synced": False, "supported": False}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources."""

@@ -43,3 +43,8 @@ class RemoteStore(ResultStore):
 
     def emit_event(self, reason: str, message: str, warning: bool = False) -> None:
         self._op("emit_event", _WRITE_TIMEOUT, reason, message, warning)
+
+    def watch_annotation(self, key: str, revision: int, wait: float) -> dict[str, Any]:
+        answer: dict[str, Any] = self._op("watch_annotation", wait + _READ_TIMEOUT, key,
+                                          revision, wait)
+        return answer

@@ -13,6 +13,7 @@ from typing import Any
 
 from kidecar_supervisor.plugin_api import Plugin, PluginCallError, PluginContext, PodIdentity
 from kidecar_supervisor.protocol import STORAGE, STORE_METHOD, STORE_OPS
+from kidecar_supervisor.storage import pod_watch
 from kidecar_supervisor.storage.base import ResultStore, StorageConfig
 
 #: how long a stopping storage process waits for writes in progress
@@ -59,6 +60,7 @@ class StorageService(Plugin):
         while not self.ctx.stop_requested.wait(_METRICS_SECONDS):
             self.publish_metrics()
         # results still being written are finished before the stores close
+        pod_watch.stop_all()  # wakes long-polls of the desired version
         with self._idle:
             self._idle.wait_for(lambda: self._in_flight == 0, timeout=_DRAIN_SECONDS)
         with self._lock:
@@ -91,6 +93,20 @@ class StorageService(Plugin):
     def status(self) -> dict[str, Any]:
         return {"stores": sorted({cfg.type for cfg in self._stores})}
 
+    def watch_annotation(self, cfg: StorageConfig, key: str, revision: int,
+                         wait: float) -> dict[str, Any]:
+        """Annotation ``key`` of this pod through the sidecar's one pod watch (issue 11).
+
+        The watch uses the InKube store's API client; other stores have no pod.
+        """
+        store = self.store_for(cfg)
+        client = getattr(store, "client", None)
+        if client is None:
+            return store.watch_annotation(key, revision, wait)
+        identity = self.ctx.identity
+        watch = pod_watch.shared(client, identity.namespace, identity.pod_name)
+        return watch.wait(key, int(revision), float(wait)).to_dict()
+
     def handle(self, method: str, params: dict[str, Any]) -> Any:
         if method != STORE_METHOD:
             return super().handle(method, params)
@@ -98,6 +114,8 @@ class StorageService(Plugin):
         cfg = params.get("cfg")
         if op not in STORE_OPS or not isinstance(cfg, StorageConfig):
             raise PluginCallError(400, f"bad storage call {op!r}")
+        if op == "watch_annotation":  # a long-poll: not a write to drain at stop
+            return self.watch_annotation(cfg, *params.get("args", ()))
         with self._idle:
             self._in_flight += 1
         try:

@@ -19,6 +19,9 @@ that a platform engineer needs to keep a bad URL from hurting the pod:
 ``rollback.onFailure``      put the previous files back when confirmation fails (true)
 ``keepVersions``            byte-exact copies of previous versions kept in the state dir (3)
 ``allowedUrlPrefixes``      download only from these (403 for anything else; default: any)
+``desiredVersion``          ``{annotationKey, enabled}``: follow the desired version written on
+                            this pod (``kidecar rollout``; InKube only; on by default there,
+                            key ``kidecar.io/desired-version``); see desired.py and DESIGN §10
 
 Every problem is a ConfigError naming the field path, caught before start.
 """
@@ -34,6 +37,8 @@ from kidecar_supervisor.plugin_kit.reload import LOAD_PATCH_TYPES, RequestConfig
 from workers.hot_update.confirm import ConfirmConfig
 
 DEFAULT_MAX_FILE_BYTES = 1 << 30
+#: the pod annotation ``kidecar rollout`` writes (docs/rollout.md)
+DEFAULT_DESIRED_ANNOTATION = "kidecar.io/desired-version"
 
 _UNITS = {
     "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -62,6 +67,8 @@ class HotUpdateConfig:
     rollback_on_failure: bool = True
     keep_versions: int = 3
     allowed_url_prefixes: tuple[str, ...] = ()
+    #: the pod annotation holding the desired version ("" = not followed)
+    desired_annotation_key: str = ""
 
     def storage_configs(self) -> list[StorageConfig]:
         """The one store results go to (the supervisor sends plugin-failure Events there)."""
@@ -110,9 +117,25 @@ class HotUpdateConfig:
             rollback_on_failure=_rollback_on_failure(reader),
             keep_versions=reader.int("keepVersions", default=3, minimum=1, maximum=50),
             allowed_url_prefixes=_prefixes(reader),
+            desired_annotation_key=_desired_key(reader, storage),
         )
         reader.reject_unknown()
         return cfg
+
+
+def _desired_key(reader: ConfigReader, storage: StorageConfig) -> str:
+    """``desiredVersion.annotationKey`` when followed: by default with InKube storage only
+    (the desired version is written on the pod object, so Local storage has none)."""
+    desired = reader.child("desiredVersion")
+    key, enabled = DEFAULT_DESIRED_ANNOTATION, storage.type == "InKube"
+    if desired is not None:
+        key = desired.str("annotationKey", default=DEFAULT_DESIRED_ANNOTATION)
+        enabled = desired.bool("enabled", default=enabled)
+        desired.reject_unknown()
+        if enabled and storage.type != "InKube":
+            raise reader.error("desiredVersion", "needs storageConfig.type InKube: the desired "
+                               f"version is an annotation on the pod (got {storage.type})")
+    return key if enabled else ""
 
 
 def _rollback_on_failure(reader: ConfigReader) -> bool:
