@@ -12,9 +12,10 @@ that happens to match the sidecar's own command line must not kill it).
 configured ``expectedStatus``) or the deadline passes, with backoff.
 
 Status codes: 424 (Failed Dependency) when the game is not there at all: no
-matching process, or a reload URL that never accepted a connection. 502 when
-the game answered the reload call with a failure until the deadline. 500 when
-the signal could not be sent (e.g. permission denied).
+matching process, or a reload URL that never accepted a connection. 504 when
+the game accepted the reload connection but never answered (it is running but
+hung). 502 when the game answered the reload call with a failure until the
+deadline. 500 when the signal could not be sent (e.g. permission denied).
 """
 
 from __future__ import annotations
@@ -325,6 +326,10 @@ def _attempt(cfg: RequestConfig, timeout: float) -> dict[str, Any]:
                                     headers=dict(cfg.headers), allow_redirects=False)
         response.close()
         outcome: dict[str, Any] = {"status": response.status_code}
+    except requests.ReadTimeout:
+        # connected, request sent, no answer: the game is there but hung
+        outcome = {"error": f"accepted the connection, no answer within {timeout:.1f}s",
+                   "hung": True}
     except requests.RequestException as exc:
         outcome = {"error": _short_error(exc)}
     outcome["ms"] = round((time.monotonic() - begun) * 1000, 1)
@@ -345,6 +350,12 @@ def _request_failure(cfg: RequestConfig, attempts: list[dict[str, Any]], connect
     last = attempts[-1]
     fields = {"attempts": len(attempts), "history": attempts[-REPORTED_ATTEMPTS:]}
     summary = f"{len(attempts)} attempt(s) in {elapsed:.1f}s"
+    if not connected and any(attempt.get("hung") for attempt in attempts):
+        return ReloadError(
+            504, f"reload failed: the game accepted {cfg.method} {cfg.url} but never "
+            f"answered ({summary}, timeoutSeconds {cfg.timeout_seconds:g}): it is running "
+            "but its reload hangs", **fields,
+        )
     if not connected:
         return GameNotRunning(
             f"reload failed: {cfg.method} {cfg.url} never answered ({last.get('error')}; "
