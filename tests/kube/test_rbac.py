@@ -80,7 +80,10 @@ def test_manifest_is_least_privilege(rbac):
     for obj in rbac:
         for rule in obj.get("rules", []):
             assert "*" not in rule["verbs"] and "*" not in rule["resources"]
-            assert set(rule["verbs"]) <= {"get", "patch", "create"}, rule
+            assert set(rule["verbs"]) <= {"get", "patch", "create", "list", "watch"}, rule
+            if {"list", "watch"} & set(rule["verbs"]):
+                # the desired-version watch of the sidecar's own pod, nothing else
+                assert rule["resources"] == ["pods"] and obj["kind"] == "Role", rule
             if "patch" in rule["verbs"] and rule["resources"] == ["configmaps"]:
                 # patch only on the fixed shard names, never on other ConfigMaps
                 assert rule["resourceNames"] == all_shard_names(DEFAULT_RESULT_CONFIGMAP)
@@ -137,7 +140,11 @@ def test_sidecar_token_can_do_everything_the_store_does(kube_env, rbac, tmp_path
 
 @pytest.mark.parametrize("method, path, body", [
     ("DELETE", "/api/v1/namespaces/kidecar-test/pods/any", None),
-    ("GET", "/api/v1/namespaces/kidecar-test/pods", None),
+    # the desired-version watch is granted in the pods' namespace only
+    ("GET", "/api/v1/namespaces/default/pods", None),
+    ("GET", f"/api/v1/namespaces/{UNBOUND_NS}/pods?watch=1&timeoutSeconds=1", None),
+    ("GET", "/api/v1/pods?watch=1&timeoutSeconds=1", None),
+    ("GET", "/api/v1/namespaces/kidecar-test/secrets?watch=1&timeoutSeconds=1", None),
     ("GET", "/api/v1/namespaces/kidecar-test/secrets", None),
     ("GET", "/api/v1/nodes", None),
     ("PATCH", f"/api/v1/namespaces/{UNBOUND_NS}/configmaps/sidecar-result", {"data": {"a": "b"}}),
@@ -254,3 +261,36 @@ def test_kubeconfig_fallback_and_a_clear_error_without_config(kube_env, rbac, tm
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     with pytest.raises(KubeError, match="not in a cluster and kubeconfig .*missing"):
         KubeClient.from_environment()
+
+
+def test_sidecar_token_watches_its_own_pod_for_the_desired_version(kube_env, rbac):
+    """The watch the storage process runs (pod_watch) works with exactly rbac.yaml: a
+    list and a watch of pods with fieldSelector metadata.name=<pod>, no 403."""
+    from kidecar_supervisor.storage.pod_watch import PodWatch
+
+    admin = Admin(kube_env)
+    ns = kube_env.namespace
+    name = uid("watch")
+    admin.pod(name, ns)
+    started = time.time()
+    client = KubeClient.from_environment(kubeconfig=kube_env.sidecar_kubeconfig)
+    watch = PodWatch(client, ns, name, watch_seconds=30)
+    watch.start()
+    try:
+        first = watch.wait("kidecar.io/desired-version", 0, 15)
+        assert first.synced and first.value is None
+        admin.call("PATCH", f"/api/v1/namespaces/{ns}/pods/{name}",
+                   {"metadata": {"annotations": {"kidecar.io/desired-version": "{}"}}},
+                   content_type="application/merge-patch+json")
+        second = watch.wait("kidecar.io/desired-version", first.revision, 15)
+        assert second.value == "{}"
+        assert watch.errors == 0 and watch.lists == 1
+    finally:
+        watch.stop()
+    used = [e for e in _sidecar_requests(kube_env, started)
+            if e.get("objectRef", {}).get("resource") == "pods" and name in e["requestURI"]]
+    assert {e["verb"] for e in used} >= {"list", "watch"}
+    assert all(e["responseStatus"]["code"] < 400 for e in used), [
+        (e["verb"], e["requestURI"], e["responseStatus"]) for e in used]
+    assert all(f"metadata.name%3D{name}" in e["requestURI"] for e in used
+               if e["verb"] in ("list", "watch")), [e["requestURI"] for e in used]
