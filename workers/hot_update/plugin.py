@@ -818,13 +818,17 @@ class HotUpdatePlugin(Plugin):
         else rolls back to the kept previous file (confirmed). Without ``confirm``: the
         previous file goes back, as the seed did with a reload that never finished.
         """
-        pending = self.pending.read()
-        if pending is None:
+        if self.pending.read() is None:
             return
-        request = UpdateRequest(version=pending.version, url=pending.url,
-                                file_name=pending.file_name, sha256=pending.sha256)
-        previous = self.kept.by_key(pending.previous_key) if pending.previous_key else None
+        # read again under fileDir's lock: during a hot upgrade the other instance may be
+        # in the middle of the update this journal describes, and finish it meanwhile
         with self._busy, self.slot.locked():
+            pending = self.pending.read()
+            if pending is None:
+                return
+            request = UpdateRequest(version=pending.version, url=pending.url,
+                                    file_name=pending.file_name, sha256=pending.sha256)
+            previous = self.kept.by_key(pending.previous_key) if pending.previous_key else None
             in_place = self.marker.in_place(self.slot.dir)
             placed = in_place is not None and (in_place.version, in_place.file_name) == (
                 pending.version, pending.file_name)
