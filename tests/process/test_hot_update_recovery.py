@@ -218,3 +218,16 @@ def test_the_manifest_older_versions_kept_in_fileDir_moves_to_the_state_dir(
         assert run.call({"version": "v2", "url": url})[1]["status"] == "unchanged"
     assert sorted(p.name for p in file_dir.iterdir()) == ["index.html"]
     assert upstream.count("/files/index.html") == 1, "nothing downloaded again"
+
+
+def test_a_backup_link_kidecar_0_2_left_in_fileDir_is_put_back_and_removed(
+        tmp_path: Path, file_dir: Path, upstream: UpstreamServer, game: FakeGame) -> None:
+    """0.2 kept the previous file as .kidecar-prev-<name> in fileDir until the reload ended;
+    one a crash left there means the reload never finished: the previous file goes back."""
+    (file_dir / ".kidecar-prev-index.html").write_bytes(OLD)
+    (file_dir / "index.html").write_bytes(NEW)  # put in place, never reloaded
+    with PluginRun(signal_config(file_dir, game.tag), tmp_path / "state") as run:
+        assert dir_listing(file_dir) == {"index.html": OLD}
+        url = upstream.add_file("index.html", NEW)
+        assert run.call({"version": "v2", "url": url})[0] == 200
+    assert dir_listing(file_dir) == {"index.html": NEW}
