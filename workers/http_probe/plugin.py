@@ -11,10 +11,17 @@ Threads (all in this plugin's process):
   written. Store I/O never runs on a probing thread, and a steady state costs
   zero writes.
 
-A write the store journaled (API unreachable) counts as done: the store's
-journal owns delivering it, in order, so the latest state wins when the API
-is back. A write that raised is retried with backoff (1 s doubling to 30 s)
-or as soon as the state changes again, never once per probe.
+A write the store journaled (API unreachable) counts as done for planning:
+the store's journal owns delivering it, in order, so the latest state wins
+when the API is back, and a probe does not write it again. But the journal's
+replay may give up on it later (it moves to ``failed/``, e.g. a 403 for ten
+minutes), and nothing tells the plugin: so journaled fields stay
+*unconfirmed* and are re-sent (their current desired values) every
+``RESEND_SECONDS`` doubling to ``MAX_RESEND_SECONDS`` until a write answers
+``written``. The store merges marker writes in its journal, so a re-send while
+the API is still down costs no journal growth. A write that raised is retried
+with backoff (1 s doubling to 30 s) or as soon as the state changes again,
+never once per probe.
 
 Probe failures: ``failureThreshold`` consecutive failures put the endpoint in
 state ``Failed``; a policy with ``state: Failed`` then applies like any other.
@@ -33,6 +40,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from kidecar_supervisor.plugin_api import (
+    JOURNALED,
     MarkerUpdate,
     Plugin,
     PluginContext,
@@ -54,6 +62,9 @@ log = logging.getLogger("kidecar.http_probe")
 
 MAX_BACKOFF = 30.0
 JOIN_TIMEOUT = 3.0
+#: a journaled write is re-sent after this long (doubling) until one is written
+RESEND_SECONDS = 15.0
+MAX_RESEND_SECONDS = 300.0
 
 
 class _Endpoint:
@@ -123,6 +134,10 @@ class HttpProbePlugin(Plugin):
         self._dirty = threading.Event()
         self._written: dict[FieldKey, str | None] = {}
         self._pending = False
+        #: fields whose last write was only journaled: re-sent until one is written
+        self._unconfirmed: set[FieldKey] = set()
+        self._resend_after = RESEND_SECONDS
+        self._resend_at: float | None = None
         self._warned: set[tuple[int, str]] = set()
         stores: dict[StorageConfig, ResultStore] = {}
         self._stores = stores
@@ -236,13 +251,48 @@ class HttpProbePlugin(Plugin):
     def _write_loop(self) -> None:
         backoff = 0.0
         while True:
-            self._dirty.wait(timeout=backoff or None)
+            self._dirty.wait(timeout=self._wait_timeout(backoff))
             self._dirty.clear()
             stopping = self._stop.is_set()
+            self._resend_if_due()
             ok = self._flush()
             if stopping:
                 return
             backoff = 0.0 if ok else min(max(1.0, backoff * 2), MAX_BACKOFF)
+
+    def _wait_timeout(self, backoff: float) -> float | None:
+        """Sleep until the next retry or the next re-send of journaled fields."""
+        with self._lock:
+            resend_at = self._resend_at
+        waits = [backoff] if backoff else []
+        if resend_at is not None:
+            waits.append(max(0.0, resend_at - time.monotonic()))
+        return min(waits) if waits else None
+
+    def _resend_if_due(self) -> None:
+        """Forget that journaled fields were written, so ``_flush`` sends them again."""
+        with self._lock:
+            if self._resend_at is None or time.monotonic() < self._resend_at:
+                return
+            for field_key in self._unconfirmed:
+                self._written.pop(field_key, None)
+            count = len(self._unconfirmed)
+            self._resend_at = None
+        log.info("re-sending %d journaled marker field(s): the journal may have given up "
+                 "on them", count)
+
+    def _note_outcome(self, fields: dict[FieldKey, str | None], result: str) -> None:
+        """Track journaled fields (caller holds the lock); a written one is confirmed."""
+        if result == JOURNALED:
+            self._unconfirmed.update(fields)
+            if self._resend_at is None:
+                self._resend_at = time.monotonic() + self._resend_after
+                self._resend_after = min(self._resend_after * 2, MAX_RESEND_SECONDS)
+            return
+        self._unconfirmed.difference_update(fields)
+        if not self._unconfirmed:
+            self._resend_at = None
+            self._resend_after = RESEND_SECONDS
 
     def _flush(self) -> bool:
         """Write every field whose desired value differs from the last written one."""
@@ -268,6 +318,7 @@ class HttpProbePlugin(Plugin):
                 continue
             with self._lock:
                 self._written.update(fields)
+                self._note_outcome(fields, result)
                 ep.writes += 1
                 ep.last_write = result
                 ep.write_error = ""
@@ -294,6 +345,7 @@ class HttpProbePlugin(Plugin):
                 continue
             with self._lock:
                 self._written[field_key] = value
+                self._note_outcome({field_key: value}, result)
             log.info("endpoint %s: target %s=%r (%s)", ep.cfg.url, pointer, value, result)
         return ok
 
