@@ -289,6 +289,39 @@ def test_sidecar_killed_while_confirming_finishes_on_restart(
         again.stop()
 
 
+@pytest.mark.slow
+def test_sidecar_killed_while_a_slow_game_loads_confirms_on_restart(
+        tmp_path: Path, upstream: UpstreamServer, file_dir: Path, game: FakeGame) -> None:
+    """The game reports v3 only after the kill: the restarted sidecar confirms v3, keeps it."""
+    config = {"plugins": [{"name": "hot_update",
+                           "config": confirm_config(file_dir, game, timeout=30)}]}
+    sidecar = start_sidecar(config, tmp_path, wait_ready=True)
+    slow = version_file("v3", delay=4)
+    try:
+        url = upstream.add_file("v3/index.html", slow)
+        poster = threading.Thread(target=_post_quietly, args=(sidecar, url))
+        poster.start()
+        sidecar.wait_for(lambda: sidecar.get("/hot-update").json()["stage"] == "confirming",
+                         timeout=20)
+        for pid in sidecar.tree_pids():
+            os.kill(pid, signal.SIGKILL)
+        sidecar.proc.wait(10)
+        poster.join(20)
+    finally:
+        if sidecar.proc.poll() is None:
+            sidecar.stop()
+    again = start_sidecar(config, tmp_path, wait_ready=True, timeout=40)
+    try:
+        assert (file_dir / "index.html").read_bytes() == slow
+        assert game.report()["version"] == "v3"
+        status = again.get("/hot-update").json()
+        assert status["version"] == "v3" and status["history"][0]["success"] is True
+        assert "confirmed at start" in status["history"][0]["message"]
+        assert not (tmp_path / "state" / "hot-update-pending.json").exists()
+    finally:
+        again.stop()
+
+
 def _post_quietly(sidecar: Sidecar, url: str) -> Any:
     try:
         return sidecar.post("/hot-update", data={"version": "v3", "url": url}).status_code

@@ -13,7 +13,8 @@ test only serves different files: a JSON file ``{"version": "v2"}`` loads v2;
 ``{"version": "v3", "reject": "why"}`` is refused (the previous version stays, the
 error is reported: a NACK); ``{"version": "v4", "silent": true}`` is loaded but never
 reported (the old version is still reported: a timeout); ``{"version": "v5",
-"crash": true}`` kills the game while loading it. Any other content has no version.
+"crash": true}`` kills the game while loading it; ``{"version": "v6", "delay": 3}``
+reports v6 only 3 s after loading it. Any other content has no version.
 """
 
 from __future__ import annotations
@@ -77,10 +78,24 @@ class Game:
             state["loads"].append(content)
             if doc.get("reject"):
                 state["error"] = str(doc["reject"])
+            elif doc.get("delay"):  # a slow loader: reports the version seconds later
+                timer = threading.Timer(float(doc["delay"]), self._loaded,
+                                        (str(doc.get("version", "")),))
+                timer.daemon = True
+                timer.start()
             elif not doc.get("silent"):
                 state["version"] = str(doc.get("version", ""))
                 state["error"] = ""
-            report = dict(state)
+        self._publish()
+
+    def _loaded(self, version: str) -> None:
+        with self.lock:
+            self.state["version"], self.state["error"] = version, ""
+        self._publish()
+
+    def _publish(self) -> None:
+        with self.lock:
+            report = dict(self.state)
         _write(self.args.report, json.dumps(report))
         if self.args.version_file:
             _write(self.args.version_file, report["version"])
