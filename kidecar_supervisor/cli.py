@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_migrate_arguments(commands.add_parser(
         "migrate", help="print the Go kidecar's SidecarConfig as a kidecar ConfigMap + "
                         "OpenKruise SidecarSet (for kubectl apply)"))
+    from kidecar_supervisor.rollout.arguments import add_arguments as add_rollout_arguments
+
+    add_rollout_arguments(commands.add_parser(
+        "rollout", help="roll a version out to a workload's pods in batches (docs/rollout.md)"))
     return parser
 
 
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status,
                 "restart": cmd_restart, "hot-update": cmd_hot_update, "health": cmd_health,
                 "rollback": cmd_rollback,
-                "inject": cmd_inject, "migrate": cmd_migrate}
+                "inject": cmd_inject, "migrate": cmd_migrate, "rollout": cmd_rollout}
     return int(handlers[args.command](args))
 
 
@@ -277,6 +281,12 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from kidecar_supervisor.migrate import run_cli
+
+    return run_cli(args)
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from kidecar_supervisor.rollout.commands import run_cli
 
     return run_cli(args)
 
