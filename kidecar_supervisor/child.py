@@ -195,9 +195,10 @@ class Child:
             self.run_error = self.last_error = str(message.get("error", ""))
 
     def mark_serving(self) -> None:
-        """The HTTP worker accepts connections: ready."""
+        """The HTTP worker accepts connections: ready (its heartbeats count from now)."""
         if self.alive:
             self.ready = True
+            self.last_message_at = self.ops.clock()
 
     # -- its end ------------------------------------------------------------------------
     def on_exit(self, code: int, may_restart: bool) -> None:
@@ -306,7 +307,15 @@ class Child:
         self._check_heartbeat(now)
 
     def _check_heartbeat(self, now: float) -> None:
-        if not self.callable or not self.alive:
+        if not self.alive:
+            return
+        if self.kind == ChildKind.HTTP:  # beats from its poller loop once it serves
+            silent = now - self.last_message_at
+            if self.state == ChildState.RUNNING and self.ready and (
+                    silent > self.restart.heartbeat_timeout_seconds):
+                self.kill_hung(f"the HTTP worker sent no heartbeat for {silent:.1f}s")
+            return
+        if not self.callable:
             return
         limit = self.restart.start_timeout_seconds
         if self.state == ChildState.STARTING and now - self.started_at > limit:

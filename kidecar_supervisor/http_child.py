@@ -8,6 +8,14 @@ starts on the same socket (one shared accept queue), and only once it reports
 serving is the old one stopped, gracefully, so its requests in flight are
 answered and no connection waits for nobody. A new child that dies before it
 serves is dropped; the old one never stopped.
+
+Hang detection (the arbiter's job before it went): the worker's poller loop
+turns at least once a second, and each turn (``notify``) writes a heartbeat to
+the child's pipe, at most once per ``HEARTBEAT_INTERVAL``, without ever
+blocking. A worker that serves but sends no beat for
+``HEARTBEAT_TIMEOUT_SECONDS`` (a deadlock, a stopped process, a poller stuck in
+a call) is killed by the supervisor and started again on the same socket,
+long before the kubelet's liveness probe would restart the whole container.
 """
 
 from __future__ import annotations
@@ -15,14 +23,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import replace
+from multiprocessing.connection import Connection
 from typing import Any
 
 from kidecar_supervisor.child import Child, ChildOps
 from kidecar_supervisor.config import HttpSettings, RestartSettings, SidecarConfig
 from kidecar_supervisor.control_channel import ControlClient, ControlError
-from kidecar_supervisor.protocol import Op, request
+from kidecar_supervisor.pipe_frames import encode
+from kidecar_supervisor.protocol import Op, heartbeat, request
 from kidecar_supervisor.states import ChildKind
 
 log = logging.getLogger("kidecar.http")
@@ -30,7 +41,38 @@ log = logging.getLogger("kidecar.http")
 #: HTTP (and storage) are part of kidecar itself: they restart forever, quickly
 INTERNAL_RESTART = RestartSettings(policy="Always", backoff_seconds=0.2, max_backoff_seconds=5.0,
                                    max_restarts=1_000_000, heartbeat_timeout_seconds=60.0)
+#: the worker beats at most this often; the supervisor kills a serving one silent this long
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_TIMEOUT_SECONDS = 6.0
+HTTP_RESTART = replace(INTERNAL_RESTART, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS)
 NAME = "http"
+
+
+class PipeHeartbeat:
+    """Heartbeats into the HTTP child's end of its pipe, never blocking the poller loop:
+    a supervisor that does not read must not wedge the worker it would judge."""
+
+    def __init__(self, conn: Connection, interval: float = HEARTBEAT_INTERVAL) -> None:
+        self.fd = conn.fileno()
+        os.set_blocking(self.fd, False)
+        self.interval = interval
+        self._last = 0.0
+        self._unsent = b""
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        if not self._unsent:  # a frame partly written goes on first: the stream stays whole
+            self._unsent = encode(heartbeat({"pid": os.getpid()}, ""))
+        try:
+            written = os.write(self.fd, self._unsent)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # the supervisor is gone: gunicorn's parent check ends the worker
+        self._unsent = self._unsent[written:]
 
 
 class HttpChild:
@@ -58,15 +100,17 @@ class HttpChild:
         listener = self._listener()
         return {listener.fileno()} if listener is not None else set()
 
-    def body(self) -> int:
+    def body(self, conn: Connection) -> int:
         """Runs in the forked HTTP child: serve until SIGTERM (graceful)."""
         from kidecar_supervisor.http_server import serve_http
 
         listener = self._listener()
         client = self._client
         assert listener is not None and client is not None
+        beats = PipeHeartbeat(conn)
 
         def worker_ready(worker: Any) -> None:
+            worker.heartbeat = beats.beat
             try:
                 client.request(request(Op.HTTP_SERVING, pid=os.getpid()), timeout=5.0)
             except ControlError as exc:
@@ -90,7 +134,7 @@ class HttpChild:
 
     @staticmethod
     def new_child(ops: ChildOps) -> Child:
-        return Child(NAME, ChildKind.HTTP, INTERNAL_RESTART, ops, internal=True, boot_order=-1)
+        return Child(NAME, ChildKind.HTTP, HTTP_RESTART, ops, internal=True, boot_order=-1)
 
     # -- restart without a gap ------------------------------------------------------------
     def extra(self) -> list[Child]:

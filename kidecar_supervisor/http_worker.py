@@ -33,6 +33,7 @@ import selectors
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from functools import partial
@@ -229,6 +230,8 @@ class GuardedThreadWorker(ThreadWorker):
         self.queued = {False: 0, True: 0}
         #: once stopping: when every waiting connection is closed
         self.stop_deadline: float | None = None
+        #: called on every turn of the poller loop: tells the supervisor it is not wedged
+        self.heartbeat: Callable[[], None] | None = None
 
     def init_process(self) -> None:
         self.probe_pool = futures.ThreadPoolExecutor(
@@ -378,6 +381,13 @@ class GuardedThreadWorker(ThreadWorker):
             self._wait_for_head(conn, leftover, self.limits.keepalive)
         else:
             self._linger(conn)
+
+    def notify(self) -> None:
+        """gunicorn calls this on every turn of the poller loop (at least once a second):
+        with no arbiter above us, the beat goes to the supervisor (http_child)."""
+        super().notify()
+        if self.heartbeat is not None:
+            self.heartbeat()
 
     def murder_pending(self) -> None:
         """Close waiting connections past their deadline; once stopping, all after a moment.

@@ -66,7 +66,7 @@ class Launcher:
     """Side effects of the children, for ``Child`` (ChildOps) and the supervisor."""
 
     def __init__(self, selector: selectors.BaseSelector, state_dir: Path,
-                 identity: PodIdentity, http_body: Callable[[], int],
+                 identity: PodIdentity, http_body: Callable[[Connection], int],
                  keep_fds: Callable[[], set[int]], events: ChildEvents) -> None:
         self.selector = selector
         self.state_dir = state_dir
@@ -102,7 +102,7 @@ class Launcher:
 
         set_role(child.name)
         if child.kind == ChildKind.HTTP:
-            return self._http_body()
+            return self._http_body(conn)
         from kidecar_supervisor.plugin_runtime import run_plugin_process
 
         plugin_class: type[Plugin]
