@@ -59,8 +59,10 @@ def create_authkey(state_dir: Path) -> bytes:
     key = secrets.token_bytes(32)
     path = state_dir / f"control{_instance_suffix()}.key"
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as handle:
+        # O_CREAT's mode does not apply to a leftover temp file: set it on what we hold
+        os.fchmod(handle.fileno(), 0o600)
         handle.write(key)
     os.replace(tmp, path)
     return key
@@ -91,6 +93,7 @@ class ControlServer:
             self._listener = Listener(address, family="AF_UNIX", backlog=64)
         finally:
             os.umask(old_umask)
+        os.chmod(address, 0o600)  # connect(2) needs write permission: the sidecar's user only
         self._closed = False
         self._thread = threading.Thread(target=self._accept_loop, name="control-accept", daemon=True)
 
