@@ -114,6 +114,9 @@ REPLAY_BACKOFF_MAX = 5.0
 DIRECT_RETRY = RetryPolicy(attempts=4, base=0.2, cap=2.0, deadline=8.0)
 #: a part refused with 401/403 this long (from its first refusal) goes to failed/
 FORBIDDEN_GIVE_UP = 600.0
+#: Events off after a 403 are tried again this long after (RBAC may have been fixed,
+#: or the 403 came from an API server whose authorizer was still warming up)
+EVENTS_RETRY_AFTER = 600.0
 #: how often a standby journal (hot upgrade) tries to take over the main one
 HANDOVER_POLL = 0.5
 
@@ -199,6 +202,7 @@ class _Backend:
         self.journal.on_adopt = self._adopted
         #: why Events are off for this process (a 403 on Events), or None
         self.events_off: str | None = None
+        self._events_off_since = 0.0
         self.forbidden_given_up = 0
         self._journaled_causes: set[tuple[str, int, tuple[str, ...]]] = set()
         self.latest_path = state_dir / LATEST_FILE
@@ -325,8 +329,11 @@ class _Backend:
             if obj in blocked:
                 continue
             try:
-                if not (obj == "event" and self.events_off):
+                if not (obj == "event" and self._events_are_off()):
                     self._run_part(entry, part, retry)
+                    if obj == "event" and self.events_off:
+                        self.events_off = None
+                        log.info("Events are on again: the ServiceAccount may create them")
             except KubeForbidden as exc:
                 if obj == "event" and exc.status == 403:
                     self._events_forbidden(exc)
@@ -351,8 +358,23 @@ class _Backend:
                                                  "same object"), refused)
         return refused
 
+    def events_suppressed(self) -> bool:
+        """Whether Events are off now (a 403 less than ``EVENTS_RETRY_AFTER`` s ago)."""
+        return (self.events_off is not None
+                and time.monotonic() - self._events_off_since < EVENTS_RETRY_AFTER)
+
+    def _events_are_off(self) -> bool:
+        """Off after a 403; one Event is tried again every ``EVENTS_RETRY_AFTER`` s."""
+        if self.events_off is None:
+            return False
+        if self.events_suppressed():
+            return True
+        self._events_off_since = time.monotonic()  # this one is the probe
+        return False
+
     def _events_forbidden(self, exc: KubeForbidden) -> None:
         """Events are best effort: the first 403 turns them off, with one warning."""
+        self._events_off_since = time.monotonic()
         if self.events_off is not None:
             return
         self.events_off = str(exc)
@@ -497,7 +519,7 @@ class _Backend:
         parts = list(entry["parts"])
         outcome, refused, left = self._submit(entry)
         off = self.events_off
-        if not refused and not (off and "event" in parts):
+        if not refused and not (off and "event" in parts and "event" not in left):
             return outcome
         if refused and len(refused) == len(parts):
             raise refused[0][1]
@@ -822,7 +844,7 @@ class InKubeStore(ResultStore):
         return self._backend.submit(entry, merge=True)
 
     def emit_event(self, reason: str, message: str, warning: bool = False) -> None:
-        if self._backend.events_off:
+        if self._backend.events_suppressed():
             return  # best effort, said once when they were turned off
         entry = {"op": "event", "reason": reason, "message": message, "warning": warning,
                  "time": time.time(), "parts": ["event"]}

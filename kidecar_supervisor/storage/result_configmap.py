@@ -98,7 +98,7 @@ class ResultConfigMap:
             strip_managed_fields: bool = False) -> dict[str, Any] | None:
         """Merge ``data`` into the ConfigMap at ``path`` (created if missing; coalesced).
 
-        Returns the ConfigMap as the API answered (None after a create). No
+        Returns the ConfigMap as the API answered (the patch's or the create's). No
         pruning: a shard holds a few entries (``result_shards``).
         """
         def send(patch: JsonObj) -> dict[str, Any] | None:
@@ -113,28 +113,32 @@ class ResultConfigMap:
 
     def advance_key(self, path: ResourcePath, key: str, make: Callable[[str | None], str],
                     newer: Callable[[str | None], bool],
-                    current: dict[str, Any] | None) -> None:
+                    current: dict[str, Any] | None) -> dict[str, Any] | None:
         """Compare-and-swap ``key``: set to ``make(old)`` only while ``newer(old)``.
 
         ``current`` is the object as last seen (None: read it). The JSON patch's
         ``test`` op checks the value compared against; if someone else wrote
         first the API refuses it (422/409) and the object is read and compared
-        again (bounded).
+        again (bounded). Returns the object after our swap (None if none was
+        made), which the caller may keep as its next ``current``.
         """
         for _ in range(_CONFLICT_RETRIES):
             if current is None:
                 try:
                     current = self.client.get(path)
                 except KubeNotFound:  # not there yet: create it with our entry
-                    self._patch_or_create(path, {"data": {key: make(None)}})
-                    return
+                    raw = self._patch_or_create(path, {"data": {key: make(None)}})
+                    return None if raw is None else dict(json.loads(raw))
             assert current is not None
             old = (current.get("data") or {}).get(key)
             if not newer(old):
-                return
+                return None
             try:
-                self.client.json_patch(path, _swap_ops(current, key, old, make(old)), raw=True)
-                return
+                raw = self.client.json_patch(path, _swap_ops(current, key, old, make(old)),
+                                             raw=True)
+                return dict(json.loads(raw))
+            except KubeNotFound:  # deleted since ``current`` was seen: read (and create)
+                current = None
             except (KubeConflict, KubeInvalid) as exc:
                 fresh = self._get_or_none(path)
                 if fresh is not None and _guard_holds(fresh, current, key, old):
@@ -201,10 +205,10 @@ class ResultConfigMap:
         data = {k: v for k, v in (patch.get("data") or {}).items() if v is not None}
         body = {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": path.name, "namespace": path.namespace}, "data": data}
-        try:
-            self.client.create(ResourcePath("", "v1", "configmaps", path.namespace), body,
-                               raw=True)
-            return None
+        try:  # the create's answer is the object as created: no read needed after it
+            created: bytes = self.client.create(
+                ResourcePath("", "v1", "configmaps", path.namespace), body, raw=True)
+            return created
         except KubeConflict:  # another pod created it first: patch that one
             result = self.client.merge_patch(path, patch, raw=True)
             return result

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from typing import Any
 
 from kidecar_supervisor.storage import result_codec as codec
@@ -164,6 +165,11 @@ class ShardedResults:
         self.count = count
         self.strip_managed_fields = STRIP_MANAGED_FIELDS
         self.configmaps = ResultConfigMap(client, coalescer)
+        #: workload shards as this sidecar last swapped them: its next swap of the
+        #: same record (a pod reporting version after version) needs no read first;
+        #: if someone else wrote meanwhile, the swap's test fails and it reads
+        self._swapped: dict[ResourcePath, dict[str, Any]] = {}
+        self._swapped_lock = threading.Lock()
 
     def pod_shard(self, base: str, namespace: str, pod_namespace: str,
                   pod: str) -> ResourcePath:
@@ -199,7 +205,9 @@ class ShardedResults:
         seen = ((answer or {}).get("data") or {}).get(seen_key)
         if answer is not None and _seen_covers(seen, record):
             return
-        self._advance_record(work_path, wk, record, None)
+        with self._swapped_lock:
+            known = self._swapped.pop(work_path, None)
+        self._advance_record(work_path, wk, record, known)
         self.configmaps.advance_key(pod_path, seen_key, lambda old: seen_value(record),
                                     lambda old: _seen_older(old, record), answer)
 
@@ -218,8 +226,11 @@ class ShardedResults:
             return (known.version, known.url, known.sha256) != (
                 record.version, record.url, record.sha256) or not _knows_url(old, record)
 
-        self.configmaps.advance_key(path, wk, lambda old: workload_value(record, old), newer,
-                                    current)
+        after = self.configmaps.advance_key(path, wk, lambda old: workload_value(record, old),
+                                            newer, current)
+        if after is not None:
+            with self._swapped_lock:
+                self._swapped[path] = after
 
     # -- read --------------------------------------------------------------------
     def read(self, path: ResourcePath) -> dict[str, str]:

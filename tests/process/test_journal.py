@@ -197,3 +197,54 @@ def test_failed_records_are_never_overwritten_after_a_restart(tmp_path: Path) ->
     reasons = sorted(json.loads(p.read_text())["reason"]
                      for p in (tmp_path / "failed").glob("*.json"))
     assert reasons == ["refused a", "refused b"]
+
+
+_OWNER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from pathlib import Path
+    from kidecar_supervisor.storage.journal import Journal
+    j = Journal(Path({dir!r}), exclusive=True)
+    role = "owner" if j.owner else "standby"
+    for n in {ns!r}:
+        j.append({{"op": "result", "n": n, "parts": ["pod"]}})
+    print(role, flush=True)
+    if role == "standby":
+        while not j.try_take_over():
+            time.sleep(0.05)
+        print(" ".join(str(e["n"]) for _, e in j.entries()), flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_sigkill_of_the_owner_hands_its_journal_to_the_standby_process(tmp_path: Path) -> None:
+    """Two real processes on one journal (a hot upgrade's two containers): the older one is
+    SIGKILLed right after journaling; the newer one adopts its entries, in order, after
+    which the older one's entries come first and its own follow."""
+    directory = tmp_path / "kube-journal"
+
+    def start(ns: list[int]) -> subprocess.Popen[str]:
+        script = _OWNER.format(repo=str(REPO), dir=str(directory), ns=ns)
+        return subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+
+    older = start([1, 2])
+    newer = None
+    try:
+        assert older.stdout is not None and older.stdout.readline().strip() == "owner"
+        newer = start([3])
+        assert newer.stdout is not None and newer.stdout.readline().strip() == "standby"
+        time.sleep(0.3)
+        assert newer.poll() is None  # still waiting: the older one holds the lock
+        os.kill(older.pid, signal.SIGKILL)
+        older.wait(timeout=10)
+        assert newer.stdout.readline().split() == ["1", "2", "3"]
+        assert not list(directory.glob("standby-*"))
+        probe = Journal(directory, exclusive=True)
+        assert not probe.owner, "the newer one owns it now"
+        probe.close()
+    finally:
+        for proc in (older, newer):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
