@@ -51,7 +51,7 @@ class Request:
             return "ok"
         if self.status in DEFINITE_FAILURES:
             return "failed"
-        if self.status == 500 and self.body.get("outcome") == "failed":
+        if self.status == 500 and self.outcome == "failed":
             return "failed"  # its previous version could not be restored: not this one
         return "unknown"
 
