@@ -16,6 +16,7 @@ carry credentials (certs, tokens, exec plugins).
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
+from urllib3.util.ssl_ import create_urllib3_context
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_REFRESH_SECONDS = 60.0
@@ -85,6 +87,19 @@ class TokenFile:
             return changed
 
 
+def service_account_tls(ca_file: str) -> ssl.SSLContext:
+    """One TLS context for every connection to the API server, the CA loaded once.
+
+    Given only ``ca_certs``, urllib3 builds a new context and parses the CA file
+    again for each new connection of the pool (up to POOL_SIZE of them), each
+    holding its own copy of the certificate store in the storage process.
+    """
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    context.check_hostname = True
+    context.load_verify_locations(cafile=ca_file)
+    return context
+
+
 def in_cluster(sa_dir: str = SERVICE_ACCOUNT_DIR,
                environ: dict[str, str] | None = None) -> Connection:
     """The connection of a pod's ServiceAccount (no kubernetes package needed)."""
@@ -99,8 +114,8 @@ def in_cluster(sa_dir: str = SERVICE_ACCOUNT_DIR,
     token.headers()  # fail now, with the path, if it is unreadable
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # IPv6
-    pool = urllib3.PoolManager(maxsize=POOL_SIZE, retries=False, cert_reqs="CERT_REQUIRED",
-                               ca_certs=ca)
+    pool = urllib3.PoolManager(maxsize=POOL_SIZE, retries=False,
+                               ssl_context=service_account_tls(ca))
     return Connection(f"https://{host}:{port}", pool, token.headers, token.reread,
                       source=f"in-cluster ServiceAccount ({sa_dir})")
 
