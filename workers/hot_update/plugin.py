@@ -1,11 +1,20 @@
 """The hot_update plugin: download a file on request, put it in place, reload the game.
 
 ``handle("hot_update", {version, url, sha256?})`` runs one update end to end:
-validate (400) → one at a time (409) → already applied? (cheap 200) →
-download to a temp file (502/504/413/422/507) → atomic rename → reload by
-signal or HTTP (424/502, with the previous file put back) → record the result
-in the store, success or failure. ``handle("hot_update_status", {})`` is
-``GET /hot-update``.
+validate (400, 403 outside ``allowedUrlPrefixes``) → one at a time (409) →
+already applied? (cheap 200) → download to a temp file (502/504/413/422/507) →
+keep a copy of the file it replaces in the state dir (kept_versions) → journal
+the update (pending) → atomic rename → reload by signal or HTTP (424/502, with
+the previous file put back) → with ``confirm``: wait for the game to report
+the version (confirm.py); a NACK or the timeout puts the kept copy back,
+reloads and confirms the previous version (424 ``rolledBack``; 500 ``failed``
+when that fails too: unready, Warning Event) → record the result in the
+store, success or failure. ``handle("hot_update_status", {})`` is
+``GET /hot-update``; ``handle("hot_update_rollback", {version?})`` goes back
+to a kept version the same way (``POST /hot-update/rollback``).
+
+At start an update a killed sidecar left unconfirmed is finished first: the
+game reporting its version confirms it, anything else rolls it back.
 
 At start ``run`` re-applies what the store remembers before the plugin says it
 is ready: this pod's own latest version, or else the newest version its
