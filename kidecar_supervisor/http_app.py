@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from kidecar_supervisor import status_page
+from kidecar_supervisor import openapi, status_page
 from kidecar_supervisor.config import HttpSettings
 from kidecar_supervisor.control_channel import ControlClient, ControlError
 from kidecar_supervisor.http_access import AccessPolicy, install_access, set_access
@@ -119,6 +119,10 @@ def create_app(control: ControlClient, token: str = "",
             return error(503, f"supervisor unavailable: {exc}")
         body, content_type = render_metrics(reply.get("result") or {})
         return Response(body, status=200, content_type=content_type)
+
+    @app.get("/openapi.json")
+    def openapi_document() -> Any:
+        return jsonify(openapi.document())
 
     @app.get("/")
     def index() -> Any:
