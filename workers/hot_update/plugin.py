@@ -705,7 +705,6 @@ class HotUpdatePlugin(Plugin):
         self._timed("")
         self.pending.clear()
         if previous is not None:
-            self.kept.mark_used(previous, previous.at)
             self.updates.set_applied(Applied(previous.version, previous.url,
                                              previous.file_name, previous.sha256, time.time()))
         if self._unconfirmed:
