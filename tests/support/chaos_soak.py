@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ class SoakOptions:
     minutes: float = 3.0
     seed: int = 0
     workdir: Path | None = None
-    fault_gap: tuple[float, float] = (4.0, 10.0)
+    fault_gap: tuple[float, float] = (3.0, 8.0)
     log: Any = print
 
 
@@ -90,9 +91,11 @@ class Soak:
         self.sidecar: Sidecar | None = None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.sidecar_down = threading.Event()
+        self.supervisor_down = threading.Event()
+        self.supervisor_kills = 0
         self.game: FakeGame | None = None
-        self.game_paused = threading.Lock()
+        self.health: Counter[str] = Counter()
+        self.health_max = 0.0
 
     # ------------------------------------------------------------------ setup
     def _log(self, text: str) -> None:
@@ -211,6 +214,9 @@ class Soak:
             req.outcome = str(req.body.get("outcome") or req.body.get("status") or "")
         req.answered = time.monotonic()
         self.ledger.add(req)
+        if req.status is not None and req.verdict == "unknown":
+            self.ledger.note(f"{kind} {version} answered {req.status}: "
+                             f"{str(req.body.get('error', ''))[:200]}")
         return req
 
     def _update(self, kind: str, version: str, **extra: str) -> Request:
@@ -293,24 +299,37 @@ class Soak:
 
     def _monitor(self) -> None:
         """/healthz never 503 while no plugin is Failed; the game file is always one version."""
-        known = None
         while not self.stop_event.wait(0.5):
-            try:
-                health = requests.get(self.url + "/healthz", timeout=3)
-            except requests.RequestException:
-                health = None
-            if health is not None and health.status_code == 503:
-                self._check_failed(health)
+            self._poll_health()
             data = _read(self.file_dir / "index.html")
             known = set(self.versions.values())
             if data is not None and data not in known:
                 self.ledger.violation(f"fileDir/index.html is no version's bytes "
                                       f"({len(data)} bytes: {data[:60]!r})")
 
+    def _poll_health(self) -> None:
+        """One /healthz poll, counted by answer; a 503 must come with a Failed plugin."""
+        started, kills = time.monotonic(), self.supervisor_kills
+        try:
+            health = requests.get(self.url + "/healthz", timeout=3)
+        except requests.RequestException:
+            self.health["no answer"] += 1  # between a SIGKILL and the restart
+            return
+        self.health_max = max(self.health_max, time.monotonic() - started)
+        if health.status_code == 503 and (kills != self.supervisor_kills
+                                          or self.supervisor_down.is_set()):
+            # the supervisor is dead: its orphaned HTTP process rightly says so
+            self.health["503 (supervisor SIGKILLed)"] += 1
+            return
+        self.health[str(health.status_code)] += 1
+        if health.status_code == 503:
+            self._check_failed(health)
+
     def _check_failed(self, health: requests.Response) -> None:
         try:
             plugins = requests.get(self.url + "/plugins", timeout=3).json()
-        except (requests.RequestException, ValueError):
+        except (requests.RequestException, ValueError) as exc:
+            self.ledger.note(f"/healthz 503 ({health.text[:200]}); /plugins unreadable: {exc}")
             return
         failed = [p["name"] for p in plugins if p.get("state") == "Failed"]
         if not failed:
@@ -362,6 +381,8 @@ class Soak:
         """SIGKILL the whole supervisor; none of its children may outlive it, then restart."""
         pids = sidecar.tree_pids()
         self.tree |= pids
+        self.supervisor_down.set()
+        self.supervisor_kills += 1
         sidecar.proc.kill()
         sidecar.proc.wait()
         deadline = time.monotonic() + 20
@@ -377,6 +398,7 @@ class Soak:
                     os.kill(pid, signal.SIGKILL)
         self.stop_event.wait(self.rng.uniform(0.5, 3))
         self._start_sidecar()
+        self.supervisor_down.clear()
 
     def _fill_state_dir(self, seconds: float) -> None:
         filler = self.state_dir / "chaos-filler"
@@ -406,6 +428,8 @@ class Soak:
             for t in threads:
                 t.join(120)
             self._settle_and_check()
+            for note in self.ledger.notes:
+                self._log(f"note: {note}")
         finally:
             self.stop_event.set()
             self._teardown()
@@ -573,8 +597,12 @@ class Soak:
             subprocess.run(["umount", "-l", str(self.state_dir)], capture_output=True)
 
     def table(self) -> str:
-        extra = {"kidecar starts": 1 + self.ledger.faults.get("kill-supervisor", 0),
-                 "hot-update versions tried": self.counter}
+        extra: dict[str, Any] = {
+            "kidecar starts": 1 + self.ledger.faults.get("kill-supervisor", 0),
+            "hot-update versions tried": self.counter}
+        for status, count in sorted(self.health.items()):
+            extra[f"/healthz polls: {status}"] = count
+        extra["/healthz slowest answer (ms)"] = round(self.health_max * 1000)
         return self.ledger.table(self.opts.seed, self.opts.minutes, extra)
 
 
