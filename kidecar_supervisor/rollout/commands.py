@@ -27,11 +27,13 @@ from kidecar_supervisor.rollout.spec import RolloutSpec, SpecError, gameserverse
 from kidecar_supervisor.storage.kube_api import KubeClient, KubeError
 
 EXIT_USAGE = 3
+USER_AGENT = "kidecar-rollout/0.1"
 
 
 def run_cli(args: argparse.Namespace) -> int:
     try:
         client = KubeClient.from_environment(kubeconfig=args.kubeconfig)
+        client.user_agent = USER_AGENT  # tells the driver's requests apart in audit logs
         records = RecordStore(client, args.namespace)
         if args.rollout_command == "start":
             return _start(args, client, records)
