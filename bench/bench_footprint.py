@@ -149,7 +149,8 @@ def start(config: dict[str, Any], workdir: Path, env: dict[str, str],
             [*(prefix or []), *kidecar_argv(), "run", "--config", str(path), "--port", str(port),
              "--host", "127.0.0.1", "--state-dir", str(workdir / "state")],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(workdir),
-            env={**os.environ, **env})
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), **env})
     running = Running(proc, f"http://127.0.0.1:{port}", workdir)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

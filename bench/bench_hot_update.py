@@ -43,7 +43,11 @@ import requests
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-KIDECAR = REPO / ".venv" / "bin" / "kidecar"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.bench_supervisor import kidecar_argv  # noqa: E402
+
 MIB = 1 << 20
 _ANNOTATION = "sidecar.vke.volcengine.com/hot-update-result"
 
@@ -266,7 +270,7 @@ class _Env:
         path.write_text(yaml.safe_dump(config))
         log = open(self.dir / "kidecar.log", "wb")  # noqa: SIM115 - lives with the process
         proc = self._spawn(
-            [str(KIDECAR), "run", "--config", str(path), "--port", str(self.port),
+            [*kidecar_argv(), "run", "--config", str(path), "--port", str(self.port),
              "--host", "127.0.0.1", "--state-dir", str(self.dir / "state"),
              "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, env=env)
         try:

@@ -2,7 +2,8 @@
 
 Everything runs as real processes on this machine:
 
-- kidecar: ``.venv/bin/kidecar run`` (supervisor + one gunicorn worker (HTTP) +
+- kidecar: ``kidecar run`` found next to the interpreter running the bench, else on
+  PATH, else ``python -m kidecar_supervisor.cli`` (supervisor + one gunicorn worker (HTTP) +
   storage process + the plugins);
 - peers: ``supervisord`` and ``circusd`` from PyPI, installed on demand into
   their own venv (``~/.cache/kidecar/bench-venv``, or ``$KIDECAR_BENCH_VENV``),
@@ -259,11 +260,25 @@ def _spawn(name: str, argv: list[str], workdir: Path, env: dict[str, str] | None
     return Managed(name, proc, workdir, started, port)
 
 
+class KidecarNotFound(RuntimeError):
+    """No kidecar to benchmark in this environment (the row says so)."""
+
+
 def kidecar_argv() -> list[str]:
-    script = REPO / ".venv" / "bin" / "kidecar"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "kidecar_supervisor.cli"]
+    """The kidecar to run: next to the interpreter running the bench, else on PATH,
+    else this interpreter's ``kidecar_supervisor`` package (``python -m``)."""
+    beside = Path(sys.executable).parent / "kidecar"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("kidecar")
+    if found:
+        return [found]
+    import importlib.util
+
+    if importlib.util.find_spec("kidecar_supervisor") is not None:
+        return [sys.executable, "-m", "kidecar_supervisor.cli"]
+    raise KidecarNotFound(f"no kidecar next to {sys.executable}, none on PATH, and "
+                          f"kidecar_supervisor is not importable: pip install -e {REPO}")
 
 
 def binary_plugins() -> list[dict[str, Any]]:
@@ -271,12 +286,13 @@ def binary_plugins() -> list[dict[str, Any]]:
             for name, arg in PROGRAMS.items()]
 
 
-def start_kidecar(config: dict[str, Any], workdir: Path) -> Managed:
+def start_kidecar(config: dict[str, Any], workdir: Path, python_path: str = "") -> Managed:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "kidecar.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), python_path,
+                                                       os.environ.get("PYTHONPATH")]))}
     return _spawn("kidecar", [*kidecar_argv(), "run", "--config", str(path), "--port", str(port),
                               "--host", "127.0.0.1", "--state-dir", str(workdir / "state")],
                   workdir, env, port)
@@ -468,12 +484,39 @@ def _settled_footprint(managed: Managed, programs: bool = True) -> Footprint:
     return footprint(managed.pid, roles)
 
 
-def python_plugins_config() -> dict[str, Any] | None:
-    """Two idle Python plugins from tests/plugin_pkg (None if that package is not installed)."""
-    import importlib.util
+TEST_PLUGINS = REPO / "tests" / "plugin_pkg"
 
-    if importlib.util.find_spec("kidecar_test_plugins") is None:
-        return None
+
+def test_plugins_path(workdir: Path) -> str:
+    """A PYTHONPATH under which kidecar finds tests/plugin_pkg's plugins.
+
+    Installed (``pip install -e tests/plugin_pkg``): nothing to add. Else the
+    package's directory plus a ``.dist-info`` with its entry points written
+    from its setup.cfg in ``workdir``: kidecar finds plugins by entry point,
+    and this needs no pip, no build and no network. '' if neither works.
+    """
+    import configparser
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("kidecar-test-plugins")
+        return ""
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    setup = configparser.ConfigParser()
+    if not setup.read(TEST_PLUGINS / "setup.cfg"):
+        raise FileNotFoundError(f"{TEST_PLUGINS}/setup.cfg is missing")
+    meta = workdir / "test-plugins-meta" / "kidecar_test_plugins-0.dist-info"
+    meta.mkdir(parents=True, exist_ok=True)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: kidecar-test-plugins\n"
+                                   f"Version: {setup['metadata']['version']}\n")
+    (meta / "entry_points.txt").write_text(
+        "[kidecar.plugins]\n" + setup["options.entry_points"]["kidecar.plugins"].strip() + "\n")
+    return os.pathsep.join([str(meta.parent), str(TEST_PLUGINS)])
+
+
+def python_plugins_config() -> dict[str, Any]:
+    """Two idle Python plugins from tests/plugin_pkg."""
     return {"plugins": [
         {"name": "test_sleeper"},
         {"name": "test_crasher", "config": {"afterSeconds": 10 ** 7}},
@@ -619,13 +662,14 @@ def _python_footprints(base: Path, versions: dict[str, str]) -> list[dict[str, s
     out = []
     config = python_plugins_config()
     sv = f"supervisord {versions['supervisor']}"
-    if config is None:
+    try:
+        plugin_path = test_plugins_path(base)
+    except (OSError, KeyError) as exc:
         out.append({"benchmark": "idle tree PSS / USS, 2 Python plugins (test plugins)",
                     "kidecar": "not measured", "peers": "", "aim": "PSS ≤ 64 MiB",
-                    "notes": "kidecar_test_plugins (tests/plugin_pkg) is not installed: "
-                             "`.venv/bin/pip install -e tests/plugin_pkg`"})
+                    "notes": f"tests/plugin_pkg could not be located or described: {exc}"})
     else:
-        kid = measure_footprint(lambda: start_kidecar(config, base / "py-kidecar"))
+        kid = measure_footprint(lambda: start_kidecar(config, base / "py-kidecar", plugin_path))
         peer = measure_footprint(lambda: start_supervisord(python_sleepers(),
                                                            base / "py-supervisord"))
         out.append({
