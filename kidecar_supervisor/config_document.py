@@ -86,8 +86,9 @@ def load_yaml(text: str, source: str, where: Embedded = Embedded(),
     ConfigReader, which refuses them in field mappings with these lines.
     """
     _check_size(len(text.encode("utf-8", "surrogatepass")), source, where.path)
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # refuses control characters already (found by atheris)
         node = loader.get_single_node()
         if node is None:
             return None
@@ -96,7 +97,8 @@ def load_yaml(text: str, source: str, where: Embedded = Embedded(),
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {_yaml_problem(exc, where)}", where.path, source) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _yaml_problem(exc: yaml.YAMLError, where: Embedded) -> str:

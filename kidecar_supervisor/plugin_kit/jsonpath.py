@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_INDEX = re.compile(r"-?\d+")
+#: ASCII digits only (``\d`` is any Unicode digit), at most 18 of them: an index that
+#: fits any list, and int() never refuses it (Python's 4300-digit limit)
+_INDEX = re.compile(r"-?[0-9]{1,18}(?![0-9])")
 
 #: a value that is absent (distinct from JSON null, which is a real value)
 MISSING: Any = object()
@@ -206,6 +208,8 @@ def _gjson_step(text: str, start: int, segment: str, end: int) -> Step:
             raise JsonPathError(text, start, "'#' is supported only as the last step (the "
                                 "length of a list)")
         return GjsonCount()
-    if text[start:end].isdigit():
+    raw = text[start:end]
+    # ASCII only: '⑻'.isdigit() is True but int() refuses it (found by atheris)
+    if raw.isascii() and raw.isdigit() and len(raw) <= 18:
         return GjsonStep(segment)
     return segment

@@ -1,0 +1,46 @@
+"""Inputs atheris found (tests/fuzz), each a crash of a parser before its fix: the
+parser's own error, never another exception. The inputs are also kept in the fuzz
+corpus (tests/fuzz/corpus/*/regression-*)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kidecar_supervisor.config import parse_config_text
+from kidecar_supervisor.config_reader import ConfigError
+from kidecar_supervisor.plugin_kit.jsonpath import MISSING, JsonPathError, compile_path
+
+
+@pytest.mark.parametrize("text", ["a: \x00", "\x18", "plugins: [\x1b]"])
+def test_control_characters_in_yaml_are_a_config_error(text: str) -> None:
+    """yaml's reader refuses them in the loader's constructor, which ran outside the
+    try that turns YAML errors into ConfigError (a ReaderError escaped)."""
+    with pytest.raises(ConfigError, match="invalid YAML: unacceptable character"):
+        parse_config_text(text, "<fuzz>")
+
+
+def test_a_control_character_inside_a_configmap_manifest_is_a_config_error() -> None:
+    manifest = ('apiVersion: v1\nkind: ConfigMap\nmetadata: {name: k}\n'
+                'data:\n  config.yaml: "plugins: \\x18"\n')
+    with pytest.raises(ConfigError, match="unacceptable character"):
+        parse_config_text(manifest, "<fuzz>")
+
+
+@pytest.mark.parametrize("path", ["a.⑻", "⑻", "a.²"])
+def test_unicode_digits_are_gjson_keys_not_indexes(path: str) -> None:
+    """'⑻'.isdigit() is True but int('⑻') raises ValueError (in find)."""
+    compiled = compile_path(path)
+    key = path.rsplit(".", 1)[-1]
+    assert compiled.find({"a": {key: "found"}, key: "top"}) in ("found", "top")
+    assert compiled.find({"a": ["x"] * 10}) is MISSING
+
+
+@pytest.mark.parametrize("path", ["$[" + "9" * 5000 + "]", "$[٣]"])
+def test_huge_or_unicode_bracket_indexes_are_a_path_error(path: str) -> None:
+    with pytest.raises(JsonPathError):
+        compile_path(path)
+
+
+def test_a_long_gjson_number_is_a_key() -> None:
+    path = "a." + "9" * 5000
+    assert compile_path(path).find({"a": [1, 2]}) is MISSING
