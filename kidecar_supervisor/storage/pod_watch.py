@@ -106,6 +106,7 @@ class PodWatch:
         self.gone = 0
         self.errors = 0
         self._response: Any = None
+        self._last_error = ""
 
     # -- the caller's side -----------------------------------------------------------
     def start(self) -> None:
@@ -148,6 +149,7 @@ class PodWatch:
                     self._list()
                 self._watch()
                 attempt = 0  # the server ended the watch normally: resume at once
+                self._last_error = ""
             except _Gone:
                 self.gone += 1
                 log.info("pod watch: resourceVersion %s is gone (410); listing again",
@@ -159,8 +161,12 @@ class PodWatch:
                 self.errors += 1
                 delay = backoff(attempt)
                 attempt += 1
-                log.warning("pod watch of %s/%s: %s; retrying in %.1fs", self.namespace,
-                            self.name, _short(exc), delay)
+                said = _short(exc)
+                # the same error over and over (e.g. a missing RBAC verb) is said once
+                level = logging.DEBUG if said == self._last_error else logging.WARNING
+                self._last_error = said
+                log.log(level, "pod watch of %s/%s: %s; retrying in %.1fs", self.namespace,
+                        self.name, said, delay)
                 self._stop.wait(delay)
 
     def _path(self) -> ResourcePath:

@@ -40,6 +40,8 @@ WAIT_SECONDS = 20.0
 START_WAIT_SECONDS = 10.0
 #: a busy sidecar (409) or an unreachable storage process is asked again after this
 RETRY_SECONDS = 1.0
+#: the longest wait between two asks while the storage process keeps failing
+MAX_RETRY_SECONDS = 30.0
 _FIELDS = ("version", "url", "sha256", "rollout")
 
 
@@ -97,6 +99,7 @@ class DesiredFollower:
         #: the last value acted on (applied, found unchanged, failed or invalid)
         self.handled: str | None = None
         self._thread: threading.Thread | None = None
+        self._failures = 0
 
     @property
     def enabled(self) -> bool:
@@ -126,7 +129,7 @@ class DesiredFollower:
             self._thread.start()
 
     def _follow(self) -> None:
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and self.enabled:
             value = self._poll(WAIT_SECONDS)
             if value is None or self.stopping.is_set():
                 continue
@@ -138,10 +141,15 @@ class DesiredFollower:
         """The annotation's value once the pod changed (or None: nothing to do yet)."""
         try:
             snap = self.store.watch_annotation(self.key, self.revision, wait)
-        except Exception as exc:  # noqa: BLE001 - storage restarting: ask again shortly
-            log.warning("desired version: the storage process did not answer: %s", exc)
-            self.stopping.wait(RETRY_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - storage restarting: ask again later
+            self._failures += 1
+            delay = min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** min(self._failures, 6))
+            log.log(logging.WARNING if self._failures == 1 else logging.DEBUG,
+                    "desired version: the storage process did not answer (%s); asking "
+                    "again in %.0fs", exc, delay)
+            self.stopping.wait(delay)
             return None
+        self._failures = 0
         if not snap.get("supported"):
             log.error("desired version: this storage has no pod to watch; not followed")
             self.key = ""
