@@ -8,8 +8,11 @@ does is missed. Peer: the naive way — read-modify-write of the result
 ConfigMap (GET + PUT), PATCH of the pod, POST of the Event — counted the same
 way.
 
-``rows(quick)``: quick = 20 results, full = 200. Run alone:
-``bench/run --only kube_writes [--quick]``.
+``rows(quick)``: quick = 20 results, full = 200, then ``fleet_rows``: etcd
+growth per result (``etcd_mvcc_db_total_size_in_use_in_bytes`` and
+``_in_bytes`` from etcd's /metrics) at 1,000 and 10,000 pods (quick: 1,000
+and 2,000), the sharded layout beside the single ConfigMap measured in the
+same run (issue 12). Run alone: ``bench/run --only kube_writes [--quick]``.
 """
 
 from __future__ import annotations
@@ -130,8 +133,9 @@ def _results(cluster: _Cluster, n: int) -> list[dict[str, str]]:
          "aim": "≤ 2",
          "notes": f"{n} results of one pod, each a NEW version (worst case) as the sidecar "
                   f"SA; {_breakdown(events, n)}; the Event (required per result) is the 3rd "
-                  "request; a success of a version the workload entry does not name yet adds "
-                  "its compare-and-swap JSON patch"},
+                  "request; a success of a version its shard's .seen copy does not name yet "
+                  "adds the workload record's compare-and-swap and the copy's (the record "
+                  "is read only when another pod swapped it last)"},
         {"benchmark": "InKube: result write latency (pod + ConfigMap + Event)",
          "kidecar": f"p50 {p50:.1f} ms, p95 {p95:.1f} ms",
          "peers": "-", "aim": "< 100 ms p95", "notes": "loopback API server, etcd on disk"},
@@ -246,7 +250,10 @@ def _rollout(cluster: _Cluster, pods: int) -> dict[str, str]:
     return {"benchmark": f"InKube: API requests per result, {pods}-pod rollout of one version",
             "kidecar": f"{per:.2f}", "peers": "naive RMW: 4.00", "aim": "≤ 2",
             "notes": f"{_breakdown(events, pods)}; only the first pod advances the workload "
-                     "entry, the others find their version already there"}
+                     "record; with fewer pods than shards each pod is the first of its shard "
+                     "(a read of the record + its shard's .seen swap; a new shard costs a 404 "
+                     "and a create once); at 10,000 pods most find .seen already naming the "
+                     "version: 3 requests"}
 
 
 def rows(quick: bool) -> list[dict[str, str]]:
@@ -256,6 +263,123 @@ def rows(quick: bool) -> list[dict[str, str]]:
         out.append(_rollout(cluster, 10 if quick else 50))
         out.append(_burst(cluster, 50))
         out.append(_outage(cluster, 10 if quick else 50))
-        return out
     finally:
         cluster.close()
+    return out + fleet_rows(quick)
+
+
+# -- etcd bytes per result at fleet scale ----------------------------------------------
+
+#: results measured per layout and fleet size (after the fleet's other results)
+_MEASURED = 300
+
+
+def _etcd_sizes(cluster: _Cluster) -> tuple[int, int]:
+    """(etcd_mvcc_db_total_size_in_bytes, ..._in_use_in_bytes) from etcd's /metrics."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{cluster.env['etcd_client_port']}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("etcd_mvcc_db_total_size_in_bytes",
+                    "etcd_mvcc_db_total_size_in_use_in_bytes"):
+            values[name] = int(float(value))
+    return (values["etcd_mvcc_db_total_size_in_bytes"],
+            values["etcd_mvcc_db_total_size_in_use_in_bytes"])
+
+
+def _in_threads(fn: Any, items: list[Any], threads: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fn, items))
+
+
+def _fleet_growth(cluster: _Cluster, fleet: int, layout: str) -> dict[str, float]:
+    """etcd growth per result with ``fleet`` pods, one layout: a rollout of one version.
+
+    ``shards`` (kidecar): every result of the rollout goes through the real code
+    (8 writers); ``single`` (the layout before issue 12, one ConfigMap): the
+    first ``fleet - _MEASURED`` results are created as that code leaves them
+    (writing them one by one would take hours and, at 10,000 pods, etcd's 2 GiB
+    quota), the last ``_MEASURED`` go through its real code. etcd is measured
+    around the last ``_MEASURED`` results in both, and over the whole rollout
+    for the shards.
+    """
+    from kidecar_supervisor.storage import result_codec as codec
+    from kidecar_supervisor.storage import result_shards as rs
+    from kidecar_supervisor.storage.base import ResultRecord
+    from kidecar_supervisor.storage.coalesce import Coalescer
+    from kidecar_supervisor.storage.kube_api import KubeClient
+    from kidecar_supervisor.storage.result_configmap import ResultConfigMap
+    from kidecar_supervisor.storage.workload import Workload
+
+    ns, base = "kube-system", f"bench-{layout}-{fleet}"
+    wl = Workload("GameServerSet", "battle-server")
+    client = KubeClient.from_environment(kubeconfig=cluster.env["admin_kubeconfig"])
+    new = [ResultRecord(plugin="hot_update", version="v10.20.31", url="http://files/v2.tgz",
+                        pod=f"battle-server-{i}", workload=str(wl)) for i in range(fleet)]
+    if layout == "single":
+        data = {codec.pod_key("hot_update", cluster.ns, r.pod): codec.pod_entry(r)
+                for r in new[:-_MEASURED]}
+        data[codec.workload_key("hot_update", cluster.ns, wl)] = codec.workload_entry(new[0])
+        cluster.post(f"/api/v1/namespaces/{ns}/configmaps",
+                     {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": base},
+                      "data": data})
+
+    def write(record: Any) -> None:
+        # each pod is its own sidecar: no coalescing of different pods' writes
+        if layout == "shards":
+            rs.ShardedResults(client, Coalescer()).write(base, ns, cluster.ns, wl, record, None)
+        else:
+            ResultConfigMap(client, Coalescer()).write(base, ns, cluster.ns, wl, record)
+
+    rollout_before = _etcd_sizes(cluster)
+    if layout == "shards":
+        _in_threads(write, new[:-_MEASURED], 8)
+    before, requests = _etcd_sizes(cluster), client.requests
+    _in_threads(write, new[-_MEASURED:], 8)
+    after, requests = _etcd_sizes(cluster), client.requests - requests
+    client.close()
+    return {"total": (after[0] - before[0]) / _MEASURED,
+            "in_use": (after[1] - before[1]) / _MEASURED,
+            "rollout_in_use": (after[1] - rollout_before[1]) / fleet,
+            "requests": requests / _MEASURED}
+
+
+def fleet_rows(quick: bool) -> list[dict[str, str]]:
+    """etcd bytes per result at two fleet sizes, sharded beside the single ConfigMap."""
+    sizes = (1000, 2000) if quick else (1000, 10_000)
+    cluster = _Cluster()
+    try:
+        got = {(fleet, layout): _fleet_growth(cluster, fleet, layout)
+               for fleet in sizes for layout in ("shards", "single")}
+    finally:
+        cluster.close()
+    small = got[(sizes[0], "shards")]["in_use"]
+    out = []
+    for fleet in sizes:
+        mine, peer = got[(fleet, "shards")], got[(fleet, "single")]
+        out.append({
+            "benchmark": f"InKube: etcd growth per result, {fleet:,} pods (issue 12)",
+            "kidecar": f"{mine['in_use'] / 1024:.2f} KiB ({mine['in_use'] / small:.2f}× the "
+                       f"{sizes[0]:,}-pod figure); whole rollout "
+                       f"{mine['rollout_in_use'] / 1024:.2f} KiB",
+            "peers": f"one ConfigMap: {peer['in_use'] / 1024:.1f} KiB",
+            "aim": f"≤ 2× the {sizes[0]:,}-pod figure, < 32 KiB",
+            "notes": f"etcd_mvcc_db_total_size_in_use_in_bytes around the last {_MEASURED} "
+                     f"results of a rollout (db_total_size_in_bytes: kidecar "
+                     f"{mine['total'] / 1024:.2f} KiB, one ConfigMap "
+                     f"{peer['total'] / 1024:.1f} KiB; it grows in bbolt steps); "
+                     f"{rs_count()} shards; store-part requests per result: kidecar "
+                     f"{mine['requests']:.2f}, one ConfigMap {peer['requests']:.2f} "
+                     "(+ pod patch + Event)"})
+    return out
+
+
+def rs_count() -> int:
+    from kidecar_supervisor.storage.result_shards import SHARD_COUNT
+
+    return SHARD_COUNT

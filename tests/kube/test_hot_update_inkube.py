@@ -173,15 +173,18 @@ def test_a_full_result_configmap_says_which_parts_were_recorded(cluster: Cluster
     """Issue 17, finding 9: another tool filled the ConfigMap to 1 MiB with keys kidecar
     may not prune. The pod annotation and the Event are written; the reply says so
     instead of 'not recorded'."""
+    from kidecar_supervisor.storage.result_shards import shard_index, shard_name
+
     limit = 1 << 20  # the API server's limit on the sum of a ConfigMap's values
     foreign = {f"other-tool-{i}": "x" * 1000 for i in range(1000)}
     foreign["other-tool-last"] = "y" * (limit - 1000 * 1000 - 20)
+    pod = cluster.pod("gss-full")
+    shard = shard_name(cluster.cm, shard_index(f"{cluster.ns}/{pod}"))  # the pod's shard
     cluster.admin.call("POST", f"/api/v1/namespaces/{cluster.ns}/configmaps",
                        {"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": cluster.cm, "namespace": cluster.ns},
+                        "metadata": {"name": shard, "namespace": cluster.ns},
                         "data": foreign})
     url = upstream.add_file("index.html", NEW)
-    pod = cluster.pod("gss-full")
     with cluster.run(pod, "s") as run:
         status, body = run.call({"version": "v2", "url": url})
         assert status == 200, body
@@ -192,7 +195,7 @@ def test_a_full_result_configmap_says_which_parts_were_recorded(cluster: Cluster
     note = cluster.annotation(pod)
     assert note is not None and (note["version"], note["success"]) == ("v2", True)
     assert "HotUpdateSucceeded" in cluster.reasons(pod)
-    stored = cluster.admin.configmap(cluster.cm, cluster.ns)
+    stored = cluster.admin.configmap(shard, cluster.ns)
     assert stored is not None and set(stored["data"]) == set(foreign), \
         "nothing of the other tool's was pruned"
 
