@@ -600,6 +600,10 @@ class Soak:
         extra: dict[str, Any] = {
             "kidecar starts": 1 + self.ledger.faults.get("kill-supervisor", 0),
             "hot-update versions tried": self.counter}
+        recorded = Counter(str(r.body.get("recorded", "?")).split(":")[0]
+                           for r in self.ledger.answered() if r.status == 200)
+        for how, count in sorted(recorded.items()):
+            extra[f"200 answers recorded: {how}"] = count
         for status, count in sorted(self.health.items()):
             extra[f"/healthz polls: {status}"] = count
         extra["/healthz slowest answer (ms)"] = round(self.health_max * 1000)
