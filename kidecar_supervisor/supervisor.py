@@ -42,6 +42,7 @@ from kidecar_supervisor.http_child import INTERNAL_RESTART, HttpChild
 from kidecar_supervisor.launcher import Launcher
 from kidecar_supervisor.output_limiter import OutputLimiter, OutputLimits
 from kidecar_supervisor.plugin_api import PodIdentity, storage_configs
+from kidecar_supervisor.prefork import build_shared
 from kidecar_supervisor.protocol import (
     STORAGE,
     STORE_METHOD,
@@ -165,6 +166,7 @@ class Supervisor:
         self._control = ControlServer(address, authkey, self.inbox.submit)
         self._control.start()
         self.http.build_app(address, authkey, self.options.token)
+        build_shared()
         gc.collect()
         gc.freeze()  # forked children share these pages instead of copying them on GC
         log.info("kidecar %s starting (%s): %d plugin(s), HTTP on %s:%d, state in %s",

@@ -1,0 +1,38 @@
+"""What the supervisor builds once before it forks, so every child shares it.
+
+A forked child shares the parent's pages until one of them writes to a page;
+whatever a child builds for itself is private to it, once per child (issue 16:
+the tree is five processes, and every pod of the fleet carries one). So what
+more than one child would build on its own is built here, in the parent,
+before ``gc.freeze()`` and the first fork:
+
+* OpenSSL's first context: loading the default provider, its algorithm tables
+  and cipher lists is C memory (invisible to ``tracemalloc``) that every child
+  using TLS (storage to the API server, hot_update's https downloads,
+  http_probe's https endpoints) otherwise allocates for itself: 2.1 MiB USS per
+  such child, measured (docs/footprint.md). The context itself is kept, so the
+  library's caches it filled are never freed and reallocated.
+
+Modules only one child uses are *not* imported here: a page only one process
+touches costs the same in the child as in the parent, and the parent would
+carry it for every restart of that child.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from urllib3.util.ssl_ import create_urllib3_context
+
+#: kept for the life of the process (and so of every child's copy of it)
+_KEPT: list[object] = []
+
+
+def build_shared() -> None:
+    """Build, in the parent, what several children would otherwise each build."""
+    _KEPT.append(_openssl_warmed())
+
+
+def _openssl_warmed() -> ssl.SSLContext:
+    """A client context as urllib3 makes them: OpenSSL's providers and ciphers loaded."""
+    return create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
