@@ -72,8 +72,15 @@ class Nginx:
             return False
 
     def workers(self) -> set[int]:
-        return {c.pid for c in psutil.Process(self.proc.pid).children()
-                if "worker process" in " ".join(c.cmdline())}
+        """Live worker pids; a retired worker the master has not reaped yet is none."""
+        found = set()
+        for child in psutil.Process(self.proc.pid).children():
+            try:
+                if "worker process" in " ".join(child.cmdline()):
+                    found.add(child.pid)
+            except psutil.Error:  # a zombie (or gone) between the listing and the read
+                continue
+        return found
 
     def get(self) -> bytes:
         return requests.get(self.url, timeout=5).content
