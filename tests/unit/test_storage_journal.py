@@ -115,3 +115,23 @@ def test_an_orphaned_standby_dir_is_adopted_at_the_next_start(tmp_path: Path):
     assert again.owner
     assert [e["op"] for _, e in again.entries()] == ["markers"]
     again.close()
+
+
+def test_the_caps_are_configurable_under_inkube_journal() -> None:
+    import pytest
+
+    from kidecar_supervisor.config_reader import ConfigError, ConfigReader
+    from kidecar_supervisor.storage.base import StorageConfig
+
+    cfg = StorageConfig.parse(ConfigReader({"type": "InKube", "inKube": {
+        "journal": {"maxEntries": 200, "maxBytes": 1048576}}}, "storageConfig"))
+    assert (cfg.journal_max_entries, cfg.journal_max_bytes) == (200, 1048576)
+    default = StorageConfig.parse(ConfigReader({"type": "InKube"}, "storageConfig"))
+    assert (default.journal_max_entries, default.journal_max_bytes) == (
+        JournalLimits().max_entries, JournalLimits().max_bytes)
+    with pytest.raises(ConfigError, match="maxEntries"):
+        StorageConfig.parse(ConfigReader({"type": "InKube", "inKube": {
+            "journal": {"maxEntries": 0}}}, "storageConfig"))
+    with pytest.raises(ConfigError, match="maxEntrys"):
+        StorageConfig.parse(ConfigReader({"type": "InKube", "inKube": {
+            "journal": {"maxEntrys": 10}}}, "storageConfig"))
