@@ -167,6 +167,9 @@ class Journal:
         """A standby instance: take the main journal if its owner is gone (True if owned)."""
         if self.owner:
             return True
+        with self._lock:
+            if self._held or self._claimed is not None:
+                return False  # a write is using one of our entries: next time
         fd = _try_lock(self.main_dir / _LOCK)
         if fd is None:
             return False
@@ -174,8 +177,6 @@ class Journal:
             self._main_fd = fd
             own = self.dir
             self.dir = self.main_dir
-            self._held.clear()  # a held entry of ours is being written: it moves with us
-            self._claimed = None
             self._load()
         moved = self._adopt_dir(own, mine=True)
         self._adopt_standbys()
