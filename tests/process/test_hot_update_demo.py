@@ -26,6 +26,9 @@ def test_demo_confirms_good_versions_and_rolls_back_the_broken_one(tmp_path: Pat
     files = f"http://127.0.0.1:{files_port}"
     try:
         sidecar.wait_for(lambda: requests.get(game, timeout=2).ok, what="demo game up")
+        # the file server is a binary plugin: running is not yet listening
+        sidecar.wait_for(lambda: requests.get(f"{files}/v1/index.html", timeout=2).ok,
+                         what="demo file server up")
         for version in ("v1", "v2"):
             answer = sidecar.post("/hot-update", data={
                 "version": version, "url": f"{files}/{version}/index.html"})

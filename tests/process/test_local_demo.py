@@ -25,6 +25,10 @@ def test_readme_demo_hot_updates_the_demo_game(tmp_path: Path) -> None:
     game = f"http://127.0.0.1:{game_port}/"
     try:
         sidecar.wait_for(lambda: requests.get(game, timeout=2).ok, what="demo game up")
+        # the file server is a binary plugin: running is not yet listening
+        files = f"http://127.0.0.1:{files_port}"
+        sidecar.wait_for(lambda: requests.get(f"{files}/v1/index.html", timeout=2).ok,
+                         what="demo file server up")
         assert b"no content yet" in requests.get(game, timeout=5).content
         for version in ("v1", "v2"):
             url = f"http://127.0.0.1:{files_port}/{version}/index.html"
