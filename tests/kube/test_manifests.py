@@ -75,6 +75,11 @@ def test_sidecarset_hot_upgrade_with_exec_probes() -> None:
     assert container["livenessProbe"]["exec"]["command"] == ["kidecar", "health"]
     assert container["readinessProbe"]["exec"]["command"] == ["kidecar", "health", "--ready"]
     assert {e["name"] for e in container["env"]} == {"POD_NAME", "POD_NAMESPACE"}
+    # both containers of a hot upgrade share one state dir (DESIGN §7): an emptyDir
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["kidecar-state"] == "/var/lib/kidecar"
+    volumes = {v["name"]: v for v in _one(SIDECARSET)["spec"]["volumes"]}
+    assert "emptyDir" in volumes["kidecar-state"]
 
 
 def _rbac(namespace: str) -> str:
