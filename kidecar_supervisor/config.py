@@ -213,6 +213,9 @@ def _unwrap_configmap(text: str, document: Any, source: str,
     if not (isinstance(document, dict) and document.get("kind") == "ConfigMap"):
         return document, ""
     data = document.get("data") or {}
+    if not isinstance(data, dict):  # found by atheris: a string here raised AttributeError
+        raise ConfigError(f"must be a mapping of file names to documents, got "
+                          f"{type(data).__name__}", "data", source)
     key = "config.yaml" if "config.yaml" in data else next(iter(data), None)
     if key is None or not isinstance(data.get(key), str):
         raise ConfigError("ConfigMap has no config document in data", "data", source)

@@ -44,3 +44,10 @@ def test_huge_or_unicode_bracket_indexes_are_a_path_error(path: str) -> None:
 def test_a_long_gjson_number_is_a_key() -> None:
     path = "a." + "9" * 5000
     assert compile_path(path).find({"a": [1, 2]}) is MISSING
+
+
+@pytest.mark.parametrize("data", ['"config.yaml"', "[a, b]", "3"])
+def test_a_configmap_whose_data_is_not_a_mapping_is_a_config_error(data: str) -> None:
+    manifest = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: k}}\ndata: {data}\n"
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        parse_config_text(manifest, "<fuzz>")
