@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing (atheris) of kidecar's parsers: targets.py, runner.py."""
