@@ -252,17 +252,14 @@ def leak_checks(running: Running, files: Any, probe_minutes: float) -> dict[str,
 
 def _peak_during(running: Running, files: Any, idle: float) -> float:
     """The tree's highest PSS while a 1 GiB update downloads (sampled every 0.2 s)."""
-    from tests.support.upstream_server import pattern_chunks
-
-    files.add_file("big.bin", b"".join(pattern_chunks(1 << 30)))
     peak = idle
     done = threading.Event()
-    worker = threading.Thread(target=lambda: (running.hot_update("big", files.url(
-        "files/big.bin")), done.set()), daemon=True)
+    url = files.url(f"huge/big.bin?size={1 << 30}&length=1")  # streamed, never held here
+    worker = threading.Thread(target=lambda: (running.hot_update("big", url), done.set()),
+                              daemon=True)
     worker.start()
     while not done.wait(0.2):
         peak = max(peak, measure(running.proc.pid).pss)
-    files.files.pop("big.bin", None)
     return peak
 
 
