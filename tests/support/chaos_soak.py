@@ -55,9 +55,11 @@ FAULT_KINDS = ("kill-storage", "kill-http", "kill-hot_update", "kill-http_probe"
                "kill-file_sync", "kill-supervisor", "apiserver-outage", "game-sigstop",
                "state-dir-full")
 #: (kind, weight) of the hot-update traffic
-REQUEST_KINDS = (("good", 6), ("bad-checksum", 2), ("upstream-500", 2), ("upstream-stall", 1),
-                 ("duplicate", 2), ("repeat", 1), ("big-body", 1), ("slow-client", 1))
+REQUEST_KINDS = (("good", 6), ("game-refuses", 1), ("bad-checksum", 2), ("upstream-500", 2),
+                 ("upstream-stall", 1), ("duplicate", 2), ("repeat", 1), ("big-body", 1), ("slow-client", 1))
 STATE_DIR_BYTES = 32 * 1024 * 1024
+#: how far past its deadline the fault loop may go to inject a kind not yet seen
+OVERTIME = 180.0
 
 
 @dataclass
@@ -191,10 +193,12 @@ class Soak:
             raise RuntimeError(f"the first update did not succeed: {first.status} {first.body}")
 
     # ------------------------------------------------------------------ traffic
-    def _new_version(self) -> str:
+    def _new_version(self, **game_says: Any) -> str:
+        """A new version's file on the upstream; ``game_says`` e.g. reject=why (a NACK)."""
         self.counter += 1
         version = f"v{self.counter}"
-        data = json.dumps({"version": version, "pad": "x" * self.rng.randint(0, 4000)}).encode()
+        data = json.dumps({"version": version, "pad": "x" * self.rng.randint(0, 4000),
+                           **game_says}).encode()
         self.versions[version] = data
         self.upstream.add_file(f"{version}/index.html", data)
         return version
@@ -228,6 +232,8 @@ class Soak:
         if kind == "good":
             self._update(kind, self._new_version(),
                          sha256=hashlib.sha256(self.versions[f"v{self.counter}"]).hexdigest())
+        elif kind == "game-refuses":
+            self._update(kind, self._new_version(reject="the game refuses this build"))
         elif kind == "bad-checksum":
             self._update(kind, self._new_version(), sha256="0" * 64)
         elif kind == "upstream-500":
@@ -368,7 +374,7 @@ class Soak:
             ke.start_apiserver(self.kube_dir)
         elif kind == "game-sigstop":
             self.game.proc.send_signal(signal.SIGSTOP)
-            self.stop_event.wait(self.rng.uniform(2, 8))
+            self.stop_event.wait(self.rng.uniform(2, 10))
             self.game.proc.send_signal(signal.SIGCONT)
         elif kind == "state-dir-full":
             if not self.tmpfs:
@@ -436,12 +442,19 @@ class Soak:
         return self.ledger
 
     def _fault_loop(self) -> None:
+        """Faults at random gaps until the deadline, and past it (by at most
+        ``OVERTIME``) until every kind was injected once: a slow machine stretches
+        the run rather than leaving a fault untested."""
         end = time.monotonic() + self.opts.minutes * 60
         order: list[str] = []
-        while time.monotonic() < end:
+        while True:
             time.sleep(self.rng.uniform(*self.opts.fault_gap))
-            if time.monotonic() >= end:
+            now = time.monotonic()
+            missing = self.possible_faults() - set(self.ledger.faults)
+            if now >= end + OVERTIME or (now >= end and not missing):
                 break
+            if now >= end:
+                order = sorted(missing)
             if not order:
                 order = list(FAULT_KINDS)
                 self.rng.shuffle(order)
@@ -450,6 +463,11 @@ class Soak:
                 self._log(f"fault {kind}")
             else:
                 order.insert(0, kind)
+
+    def possible_faults(self) -> set[str]:
+        """Every fault kind this machine can inject (the tmpfs one needs root)."""
+        kinds = set(FAULT_KINDS)
+        return kinds if self.tmpfs else kinds - {"state-dir-full"}
 
     # ------------------------------------------------------------------ invariants
     def _settle_and_check(self) -> None:
@@ -600,7 +618,7 @@ class Soak:
         extra: dict[str, Any] = {
             "kidecar starts": 1 + self.ledger.faults.get("kill-supervisor", 0),
             "hot-update versions tried": self.counter}
-        recorded = Counter(str(r.body.get("recorded", "?")).split(":")[0]
+        recorded = Counter(str(r.body.get("recorded", "not said (unchanged)")).split(":")[0]
                            for r in self.ledger.answered() if r.status == 200)
         for how, count in sorted(recorded.items()):
             extra[f"200 answers recorded: {how}"] = count
