@@ -166,8 +166,8 @@ class Supervisor:
         self._control = ControlServer(address, authkey, self.inbox.submit)
         self._control.start()
         self.http.build_app(address, authkey, self.options.token)
-        build_shared()
         gc.collect()
+        build_shared()
         gc.freeze()  # forked children share these pages instead of copying them on GC
         log.info("kidecar %s starting (%s): %d plugin(s), HTTP on %s:%d, state in %s",
                  __version__, self.mode, len([c for c in self.children if not c.internal]),
