@@ -86,7 +86,9 @@ class Driver:
     # -- one pass ------------------------------------------------------------------
     def _pass(self, record: RolloutRecord) -> RolloutRecord:
         now = self.clock()
-        if record.control == "abort" and record.phase not in TERMINAL:
+        if record.phase in TERMINAL:  # e.g. `kidecar rollout abort` did the abort itself
+            return record
+        if record.control == "abort":
             record.phase, record.message = ABORTING, record.message or "aborted on request"
         if record.phase == ABORTING:
             self._abort(record)

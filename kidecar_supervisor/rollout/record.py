@@ -142,6 +142,11 @@ class RecordStore:
                 fresh = self.get(record.spec.name)
                 if fresh is None:
                     raise
+                if fresh.phase in TERMINAL and record.phase not in TERMINAL:
+                    # another run ended it (an abort): its record wins, nothing to write
+                    fresh.spec = record.spec
+                    record.__dict__.update(fresh.__dict__)
+                    return
                 record.control = fresh.control
                 record.resource_version = fresh.resource_version
                 continue

@@ -120,3 +120,40 @@ def test_pause_and_resume_are_obeyed_by_the_running_driver(
     assert driver.returncode == 0, out
     assert "paused" in out and "resumed" in out
     assert all(m.version() == "v2" for m in gss)
+
+
+def test_an_abort_after_a_good_batch_puts_it_back_and_new_pods_start_on_the_previous(
+        fleet: Fleet, gss: list[Member]) -> None:
+    assert all(m.version() == "v2" for m in gss)
+    driver = fleet.rollout("start", "rab", "--gameserverset", gss[0].gss, "--version", "v1",
+                           "--url", fleet.urls["v1"], "--batch-size", "1",
+                           "--pause-seconds", "600", "--batch-timeout-seconds", "60")
+    try:
+        first = gss[0]  # name order: the first batch
+        wait_until(lambda: (record(fleet, "rab") or {}).get("pods", {}).get(
+            first.name, [""])[0] == "done", 90, "the first batch done")
+        assert first.version() == "v1"
+        # the workload's newest confirmed version is v1 now: a new pod would start on it
+        code, out = fleet.rollout_ok("abort", "rab")
+        assert code == 0 and "Aborted" in out, out
+        out, _ = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 1, out
+    wait_until(lambda: first.version() == "v2", 60, "the first batch back on v2")
+    assert all(m.version() == "v2" for m in gss)
+    assert fleet.desired_of(first.name)["version"] == "v2"
+    new = fleet.create(gss[0].gss, 1, version="v2", first=len(gss), desired=False)[0]
+    assert new.version() == "v2"
+    gss.append(new)
+
+
+def test_a_second_start_asking_another_version_is_refused(fleet: Fleet,
+                                                          gss: list[Member]) -> None:
+    code, out = fleet.rollout_ok("start", "rk", "--gameserverset", gss[0].gss, "--version",
+                                 "v3", "--url", fleet.urls["v3"])
+    assert code == 3, out
+    assert "exists and asks another version, url" in out
+    code, out = fleet.rollout_ok("status", "nothing-here")
+    assert code == 3 and "no rollout 'nothing-here'" in out

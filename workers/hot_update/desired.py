@@ -151,7 +151,7 @@ class DesiredFollower:
             return None
         self._failures = 0
         if not snap.get("supported"):
-            log.error("desired version: this storage has no pod to watch; not followed")
+            log.warning("desired version: this storage has no pod to watch; not followed")
             self.key = ""
             return None
         if not snap.get("synced"):
