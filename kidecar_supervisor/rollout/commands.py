@@ -121,6 +121,8 @@ def summary_text(record: RolloutRecord) -> str:
              f"version {record.spec.version}; batch {record.batch}; "
              f"{counts.get(plan.DONE, 0)}/{total} done"
              + (f"; {record.message}" if record.message else "")]
+    lines.append("  " + bar(counts.get(plan.DONE, 0), total) + f" {counts.get(plan.DONE, 0)}"
+                 f"/{total} done, {counts.get(plan.FAILED, 0)} failed")
     doc = status_document(record)
     for batch in doc["batches"]:
         parts = ", ".join(f"{v} {k}" for k, v in sorted(batch.items()) if k != "batch")
@@ -131,6 +133,12 @@ def summary_text(record: RolloutRecord) -> str:
         if entry.state in (plan.SKIPPED, plan.DEFERRED):
             lines.append(f"  {entry.state} {name}: {entry.reason}")
     return "\n".join(lines)
+
+
+def bar(done: int, total: int, width: int = 30) -> str:
+    """``[#####-----]``: ``done`` of ``total`` in ``width`` characters."""
+    filled = int(width * done / total) if total else width
+    return f"[{'#' * filled}{'-' * (width - filled)}]"
 
 
 def _line(text: str) -> None:
@@ -148,8 +156,7 @@ class ProgressBar:
         counts = plan.counts(record.entries)
         total = max(1, len(record.entries))
         done = counts.get(plan.DONE, 0)
-        filled = int(self.width * done / total)
-        self.out.write(f"\r[{'#' * filled}{'-' * (self.width - filled)}] {done}/{total} "
+        self.out.write(f"\r{bar(done, total, self.width)} {done}/{total} "
                        f"done, {counts.get(plan.FAILED, 0)} failed, batch {record.batch}, "
                        f"{record.phase}   ")
         self.out.flush()
