@@ -103,7 +103,8 @@ class Driver:
             self.say(f"rollout {self.spec.name}: resumed")
         pods = self.fleet.pods(self.spec)
         by_name = {p.name: p for p in pods}
-        events = plan.adopt(record.entries, pods, self.spec, now)
+        events = plan.forget_gone(record.entries, by_name)
+        events += plan.adopt(record.entries, pods, self.spec, now)
         events += plan.settle(record.entries, by_name, self.spec, now)
         batch_open = bool(plan.in_flight(record.entries))
         if not batch_open and record.batch and record.batch_ended < record.batch_started:

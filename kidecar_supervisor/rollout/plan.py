@@ -132,6 +132,16 @@ def adopt(entries: dict[str, PodEntry], pods: list[Observed], spec: RolloutSpec,
     return events
 
 
+def forget_gone(entries: dict[str, PodEntry], pods: dict[str, Observed]) -> list[str]:
+    """Pods deleted before they were done (scale-in, a rebuild) leave the rollout: there is
+    nothing left to update; a pod recreated under the same name is adopted again."""
+    gone = [n for n, e in entries.items()
+            if n not in pods and e.state in (PENDING, DEFERRED, UPDATING)]
+    for name in gone:
+        del entries[name]
+    return [f"pod {name}: gone, no longer part of the rollout" for name in sorted(gone)]
+
+
 def settle(entries: dict[str, PodEntry], pods: dict[str, Observed], spec: RolloutSpec,
            now: float) -> list[str]:
     """Pods being updated that answered (or ran out of time) become DONE/FAILED."""
@@ -141,15 +151,14 @@ def settle(entries: dict[str, PodEntry], pods: dict[str, Observed], spec: Rollou
             continue
         pod = pods.get(name)
         if pod is None:
-            entry.state, entry.reason = FAILED, "the pod is gone"
-        else:
-            state, why = answer(pod.result, spec.version, entry.since)
-            if not state and now - entry.since > spec.batch_timeout_seconds:
-                state = FAILED
-                why = f"no answer within {spec.batch_timeout_seconds:g}s"
-            if not state:
-                continue
-            entry.state, entry.reason = state, why
+            continue  # forget_gone's business
+        state, why = answer(pod.result, spec.version, entry.since)
+        if not state and now - entry.since > spec.batch_timeout_seconds:
+            state = FAILED
+            why = f"no answer within {spec.batch_timeout_seconds:g}s"
+        if not state:
+            continue
+        entry.state, entry.reason = state, why
         events.append(f"pod {name}: {entry.state}" + (f" ({entry.reason})" if entry.reason
                                                        else ""))
     return events

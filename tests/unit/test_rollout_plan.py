@@ -140,3 +140,21 @@ def test_the_record_round_trips_through_a_configmap_and_stays_small() -> None:
     size = sum(len(v) for v in cm["data"].values())
     assert size / 1000 < 130, size  # ~8,000 pods fit in one ConfigMap (1 MiB)
     assert json.loads(cm["data"]["spec"])["version"] == "v2"
+
+
+def test_pods_deleted_before_they_were_done_leave_the_rollout() -> None:
+    s = spec(batch_size="1")
+    entries: dict[str, PodEntry] = {}
+    pods = fleet(3)
+    plan.adopt(entries, pods, s, 0.0)
+    by_name = {p.name: p for p in pods}
+    plan.next_batch(entries, by_name, s, 1, 0.0)
+    pods[0].result = result("v2")
+    plan.settle(entries, by_name, s, 1.0)
+    plan.next_batch(entries, by_name, s, 2, 2.0)  # p01 updating, p02 pending
+    left = {"p00": by_name["p00"]}
+    events = plan.forget_gone(entries, left)
+    assert events == ["pod p01: gone, no longer part of the rollout",
+                      "pod p02: gone, no longer part of the rollout"]
+    assert list(entries) == ["p00"] and plan.remaining(entries) == 0
+    assert plan.failures(entries) == 0

@@ -134,8 +134,9 @@ class DesiredFollower:
             if value is None or self.stopping.is_set():
                 continue
             busy, _ = self._consider(value)
-            if busy:
+            if busy:  # ask again after a pause, without waiting for the pod to change
                 self.stopping.wait(RETRY_SECONDS)
+                self.revision = 0
 
     def _poll(self, wait: float) -> str | None:
         """The annotation's value once the pod changed (or None: nothing to do yet)."""
