@@ -55,12 +55,16 @@ class ConfigReader:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"must be a mapping, got {_kind(data)}", path, source)
-        self._data: dict[builtins.str, Any] = data
+        # keys by their text: YAML's `null:` or `1:` are keys "None" and "1" (a None key
+        # was found under "None" and then looked up as "None": KeyError, found by atheris)
+        self._data: dict[builtins.str, Any] = {}
         self._by_folded: dict[builtins.str, builtins.str] = {}
-        for key in data:
-            earlier = self._by_folded.setdefault(str(key).lower(), str(key))
-            if earlier != str(key):
-                raise self._duplicate(earlier, str(key))
+        for key, value in data.items():
+            name = str(key)
+            earlier = self._by_folded.setdefault(name.lower(), name)
+            if earlier != name or name in self._data:
+                raise self._duplicate(earlier, name)
+            self._data[name] = value
         self._used: set[builtins.str] = set()
         self._asked: set[builtins.str] = set()
 

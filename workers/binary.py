@@ -191,7 +191,10 @@ def _parse_go_keys(reader: ConfigReader, path: str) -> dict[str, Any]:
     """The Go kidecar's binary keys, each checked for what it will be used for."""
     url = reader.str("downloadURL", default="")
     if url:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # "Invalid IPv6 URL" (found by atheris)
+            raise reader.error("downloadURL", f"is not a valid URL: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise reader.error("downloadURL", f"must be an http(s) URL, got {url!r}")
         if not os.path.isabs(path):

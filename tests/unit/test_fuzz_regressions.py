@@ -51,3 +51,43 @@ def test_a_configmap_whose_data_is_not_a_mapping_is_a_config_error(data: str) ->
     manifest = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: k}}\ndata: {data}\n"
     with pytest.raises(ConfigError, match="must be a mapping"):
         parse_config_text(manifest, "<fuzz>")
+
+
+@pytest.mark.parametrize("key", ["null", "~", "1", "true"])
+def test_a_non_string_key_is_read_by_its_text(key: str) -> None:
+    """`null:` under resources was listed as "None" and then looked up as "None" in a
+    mapping whose key is None: KeyError."""
+    text = f"resources: {{{key}: 1Gi}}\nplugins: []\n"
+    try:
+        config = parse_config_text(text, "<fuzz>")
+    except ConfigError as exc:
+        assert "resource name" in str(exc)
+        return
+    assert list(config.resources.values()) == ["1Gi"]
+    assert all(isinstance(name, str) for name in config.resources)
+
+
+def test_none_and_its_text_are_the_same_key() -> None:
+    with pytest.raises(ConfigError, match="duplicate key"):
+        parse_config_text('resources: {null: 1Gi, "None": 2Gi}\nplugins: []\n', "<fuzz>")
+
+
+@pytest.mark.parametrize("fields", [
+    "loadPatchType: signal\n      signal: {processName: game}\n"
+    "      confirm: {http: {url: 'http://[::1/version'}}",
+    "loadPatchType: signal\n      signal: {processName: game}\n"
+    "      allowedUrlPrefixes: ['http://[zz/files/']",
+    "loadPatchType: request\n      request: {url: 'http://[::1/reload'}",
+])
+def test_an_unparsable_url_is_a_config_error(fields: str) -> None:
+    """urlsplit raises ValueError ("Invalid IPv6 URL") for an unclosed bracket."""
+    text = f"plugins:\n  - name: hot_update\n    config:\n      fileDir: /tmp/x\n      {fields}\n"
+    with pytest.raises(ConfigError, match="not a valid URL"):
+        parse_config_text(text, "<fuzz>")
+
+
+def test_an_unparsable_download_url_is_a_config_error() -> None:
+    text = ("plugins: [{name: p, binary: {path: /opt/game, "
+            "downloadURL: 'https://[cdn/game'}}]\n")
+    with pytest.raises(ConfigError, match="not a valid URL"):
+        parse_config_text(text, "<fuzz>")

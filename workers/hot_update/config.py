@@ -152,7 +152,11 @@ def _prefixes(reader: ConfigReader) -> tuple[str, ...]:
     """``allowedUrlPrefixes``: http(s) or file URL prefixes, each with a host (or file:///)."""
     prefixes = tuple(reader.str_list("allowedUrlPrefixes", default=[]))
     for index, prefix in enumerate(prefixes):
-        parts = urlsplit(prefix)
+        try:
+            parts = urlsplit(prefix)
+        except ValueError as exc:  # "Invalid IPv6 URL" (found by atheris)
+            raise reader.error("allowedUrlPrefixes", f"entry {index} is not a valid URL: "
+                               f"{exc}") from None
         if parts.scheme.lower() not in ("http", "https", "file") or (
                 parts.scheme.lower() != "file" and not parts.hostname):
             raise reader.error("allowedUrlPrefixes", f"entry {index} must be a URL prefix like "

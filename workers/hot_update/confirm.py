@@ -59,7 +59,10 @@ class ConfirmConfig:
         url, json_path, path = "", None, ""
         if http is not None:
             url = http.str("url")
-            parts = urlsplit(url)
+            try:
+                parts = urlsplit(url)
+            except ValueError as exc:  # "Invalid IPv6 URL" (found by atheris)
+                raise http.error("url", f"is not a valid URL: {exc}") from None
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise http.error("url", f"must be an http(s) URL, got {url!r}")
             json_path = _path(http, "jsonPath")
