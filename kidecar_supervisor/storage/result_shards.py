@@ -23,7 +23,8 @@ Keys and values (compact: etcd stores them on every write of the shard):
   answer of the pod-entry patch shows it. Only the first pod of a shard to
   reach a new version reads and compare-and-swaps the workload record (and
   then the copy), so a rollout adds about one workload read per shard, not
-  per pod. A late result of an older version only adds its URL to the record
+  per pod; a pod alone in its shard skips the copy (nobody would read it).
+  A late result of an older version only adds its URL to the record
   (once per version), so a recreated pod on that version still finds it.
 
 The workload record and the copies never move backwards: both are replaced
@@ -149,6 +150,12 @@ def _seen_older(text: str | None, record: ResultRecord) -> bool:
     return data[0] != record.version and float(data[1]) < record.timestamp
 
 
+def _other_pods(shard: dict[str, Any], mine: str) -> bool:
+    """Whether the shard holds pod entries (three key segments) besides ``mine``."""
+    return any(k != mine and k.count("_") == 2 and not k.endswith(SEEN_SUFFIX)
+               for k in shard.get("data") or {})
+
+
 def _load(text: str | None) -> Any:
     try:
         return json.loads(text or "")
@@ -208,6 +215,8 @@ class ShardedResults:
         with self._swapped_lock:
             known = self._swapped.pop(work_path, None)
         self._advance_record(work_path, wk, record, known)
+        if answer is not None and not _other_pods(answer, pk):
+            return  # no other pod in this shard to save a read: the copy can wait
         self.configmaps.advance_key(pod_path, seen_key, lambda old: seen_value(record),
                                     lambda old: _seen_older(old, record), answer)
 
