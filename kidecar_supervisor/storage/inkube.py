@@ -305,6 +305,10 @@ class _Backend:
                                                        cfg.result_namespace))
         except KubeNotFound:
             obj = None
+        except KubeForbidden as exc:  # an RBAC without it: older records are a bonus
+            log.warning("older results (ConfigMap %s/%s) not readable, not used for "
+                        "recovery: %s", cfg.result_namespace, cfg.result_configmap, exc)
+            obj = None
         found = LegacyRecords(configmap_data(obj), self.identity.namespace)
         with self._lock:
             self._legacy[key] = found
