@@ -2,7 +2,7 @@
 
 Exit codes: 0 the rollout succeeded (every selected pod runs the version), 1 it
 aborted (``--wait`` prints which pods failed and why), 2 it completed but
-skipped busy pods, 3 a usage or API error (said on stderr).
+skipped busy pods or had failures within ``--max-failures``, 3 a usage or API error.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from kidecar_supervisor.rollout.plan import Observed
 from kidecar_supervisor.rollout.record import (
     ABORTED,
     ABORTING,
+    COMPLETED_WITH_FAILURES,
     COMPLETED_WITH_SKIPS,
     PAUSED,
     RUNNING,
@@ -130,8 +131,10 @@ class Driver:
     def _next_batch(self, record: RolloutRecord, pods: dict[str, Observed], now: float,
                     events: list[str]) -> None:
         if plan.remaining(record.entries) == 0:
-            skipped = plan.counts(record.entries).get(plan.SKIPPED, 0)
-            record.phase = COMPLETED_WITH_SKIPS if skipped else SUCCEEDED
+            counts = plan.counts(record.entries)
+            record.phase = (COMPLETED_WITH_FAILURES if counts.get(plan.FAILED)
+                            else COMPLETED_WITH_SKIPS if counts.get(plan.SKIPPED)
+                            else SUCCEEDED)
             record.finished = now
             record.message = _summary(record)
             events.append(f"rollout {self.spec.name}: {record.phase} ({record.message})")

@@ -37,7 +37,9 @@ ABORTED = "Aborted"
 SUCCEEDED = "Succeeded"
 #: done, but some pods stayed busy past the idle timeout and were skipped
 COMPLETED_WITH_SKIPS = "CompletedWithSkips"
-TERMINAL = (ABORTED, SUCCEEDED, COMPLETED_WITH_SKIPS)
+#: done, but some pods failed (no more than --max-failures): not every pod runs the version
+COMPLETED_WITH_FAILURES = "CompletedWithFailures"
+TERMINAL = (ABORTED, SUCCEEDED, COMPLETED_WITH_SKIPS, COMPLETED_WITH_FAILURES)
 CONTROLS = ("pause", "resume", "abort")
 
 
