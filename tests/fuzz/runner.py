@@ -1,6 +1,7 @@
 """Run one fuzz target under atheris: ``python -m tests.fuzz.runner TARGET [libFuzzer args]``.
 
-The kidecar modules are instrumented for coverage as they are imported here.
+kidecar, its plugins (whose configs the config parser reads) and PyYAML are
+instrumented for coverage as they are imported here.
 libFuzzer's own arguments follow the target's name, e.g. ``-max_total_time=25
 -artifact_prefix=DIR/ NEW_CORPUS_DIR tests/fuzz/corpus/TARGET``: new inputs go
 to the first corpus directory, the kept corpus in the repository is only read.
@@ -13,7 +14,7 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["kidecar_supervisor"]):
+with atheris.instrument_imports(include=["kidecar_supervisor", "workers", "yaml"]):
     from tests.fuzz.targets import TARGETS
 
 
