@@ -171,9 +171,10 @@ def real_sidecars_row(env: _Env, count: int) -> dict[str, str]:
         "aim": "wall ≈ critical path + polling (0.5 s a pass); O(1) requests per pod",
         "notes": (f"driver peak RSS {rss / 1024:.0f} MiB; each update is download + "
                   f"SIGHUP + confirm on the game's /version (interval 0.2 s) + result "
-                  f"written; the sidecar count includes its watch (list + 1 watch) and "
-                  f"the result writes (annotation, shard, Event); requests from the audit "
-                  f"log, each auditID once, during the rollout"),
+                  f"written; the sidecars' watches were open before the rollout (a desired "
+                  f"version reaches a sidecar as a watch event: no request); their count is "
+                  f"the update's reads and result writes (annotation, shard, Event); "
+                  f"requests from the audit log, each auditID once, during the rollout"),
     }
 
 
@@ -368,7 +369,8 @@ def thousand_pods_row(env: _Env, count: int) -> dict[str, str]:
         "notes": ("the driver lists pods and GameServers once per pass (1 s) and writes its "
                   "ConfigMap once per pass, so its requests per pod fall as batches grow; "
                   "sidecar requests: the desired-version watch event costs none, each "
-                  "result is the pod annotation + shard + Event writes; etcd growth is "
+                  "result is the pod annotation + shard + Event writes, plus the reads of a "
+                  "store opened per result here (a real sidecar keeps its store open); etcd growth is "
                   "in-use bytes before/after the rollout (records + annotations + Events)"),
     }
 
