@@ -80,9 +80,15 @@ class Fleet:
         return json.dumps({"version": version, "url": self.urls[version], "rollout": rollout},
                           sort_keys=True, separators=(",", ":"))
 
-    def create(self, gss: str, count: int, version: str = "v1") -> list[Member]:
-        """Pod + GameServer + game for ``count`` members; sidecars started in parallel."""
-        made = [self._member(gss, f"{gss}-{i}", version) for i in range(count)]
+    def create(self, gss: str, count: int, version: str = "v1", first: int = 0,
+               desired: bool = True) -> list[Member]:
+        """Pod + GameServer + game for ``count`` members; sidecars started in parallel.
+
+        ``desired=False``: the pod has no desired version (a new pod of the workload,
+        made by its controller from the template): it restores what the store says.
+        """
+        made = [self._member(gss, f"{gss}-{i}", version if desired else None)
+                for i in range(first, first + count)]
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(self.start, made))
         for member in made:
@@ -91,14 +97,15 @@ class Fleet:
                        60, f"the {version} result on {member.name}")
         return made
 
-    def _member(self, gss: str, name: str, version: str) -> Member:
+    def _member(self, gss: str, name: str, version: str | None) -> Member:
         home = self.root / name
         files = home / "files"
         files.mkdir(parents=True)
         (files / GAME_FILE).write_text(json.dumps({"version": "v0"}))
         self.admin.pod(name, self.ns, labels={"game.kruise.io/owner-gss": gss},
                        owner=("GameServer", name),
-                       annotations={DESIRED_ANNOTATION: self.desired(version)})
+                       annotations={DESIRED_ANNOTATION: self.desired(version)}
+                       if version else {})
         self.admin.gameserver(name, self.ns, {"opsState": "None"})
         game = FakeGame(home, files / GAME_FILE, version_port=free_port())
         member = Member(name, gss, home, game)
