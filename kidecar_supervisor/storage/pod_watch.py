@@ -207,6 +207,10 @@ class PodWatch:
                 self._event(event)
         finally:
             self._response = None
+            # never hand a connection with unread bytes back to the pool (a 410's body, a
+            # stream cut short by an ERROR event): the next list would read them. A watch
+            # is one connection per few minutes, so closing it costs nothing measurable
+            response.close()
             response.release_conn()
 
     def _event(self, event: dict[str, Any]) -> None:
