@@ -43,8 +43,8 @@ def run_cli(args: argparse.Namespace) -> int:
     except (SpecError, RecordExists) as exc:
         print(f"kidecar rollout: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KubeError as exc:
-        print(f"kidecar rollout: Kubernetes API: {exc}", file=sys.stderr)
+    except (KubeError, RuntimeError) as exc:
+        print(f"kidecar rollout: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

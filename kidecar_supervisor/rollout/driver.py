@@ -30,6 +30,7 @@ from kidecar_supervisor.rollout.record import (
     RolloutRecord,
 )
 from kidecar_supervisor.rollout.spec import RolloutSpec
+from kidecar_supervisor.storage.kube_api import KubeUnavailable
 
 EXIT_SUCCEEDED = 0
 EXIT_ABORTED = 1
@@ -68,8 +69,21 @@ class Driver:
         self.say(f"rollout {self.spec.name}: {'started' if created else 'continuing'} "
                  f"({record.phase}, batch {record.batch})")
         self._rewrite_in_flight(record)
+        outage = 0
         while True:
-            record = self._pass(record)
+            try:
+                if outage:  # the record may have moved on meanwhile
+                    record = self._fresh()
+                record = self._pass(record)
+            except KubeUnavailable as exc:
+                if not wait:
+                    raise
+                outage += 1  # an API server restart must not end a Job's rollout
+                delay = min(30.0, self.spec.poll_seconds * 2 ** min(outage, 5))
+                self.say(f"Kubernetes API unavailable ({exc}); retrying in {delay:.0f}s")
+                self.sleep(delay)
+                continue
+            outage = 0
             self.progress(record)
             if record.phase in TERMINAL:
                 if record.phase == ABORTED and wait:
@@ -78,11 +92,17 @@ class Driver:
             if not wait:
                 return Outcome(record.phase, EXIT_SUCCEEDED, record)
             self.sleep(self.spec.poll_seconds)
-            fresh = self.records.get(self.spec.name)
-            if fresh is None:
-                raise RuntimeError(f"rollout {self.spec.name!r} was deleted")
-            fresh.spec = self.spec
-            record = fresh
+            try:
+                record = self._fresh()
+            except KubeUnavailable:
+                outage = 1
+
+    def _fresh(self) -> RolloutRecord:
+        fresh = self.records.get(self.spec.name)
+        if fresh is None:
+            raise RuntimeError(f"rollout {self.spec.name!r} was deleted")
+        fresh.spec = self.spec
+        return fresh
 
     # -- one pass ------------------------------------------------------------------
     def _pass(self, record: RolloutRecord) -> RolloutRecord:

@@ -157,3 +157,23 @@ def test_a_second_start_asking_another_version_is_refused(fleet: Fleet,
     assert "exists and asks another version, url" in out
     code, out = fleet.rollout_ok("status", "nothing-here")
     assert code == 3 and "no rollout 'nothing-here'" in out
+
+
+def test_the_driver_and_the_sidecars_ride_out_an_api_server_restart(
+        kube_env: Any, fleet: Fleet, gss: list[Member]) -> None:
+    target = "v1" if gss[0].version() == "v2" else "v2"
+    driver = fleet.rollout("start", "rout", "--gameserverset", gss[0].gss, "--version",
+                           target, "--url", fleet.urls[target], "--batch-size", "1",
+                           "--pause-seconds", "1", "--batch-timeout-seconds", "90")
+    try:
+        wait_until(lambda: (record(fleet, "rout") or {}).get("status", {}).get("batch", 0) >= 1,
+                   60, "the first batch")
+        with kube_env.apiserver_outage():
+            time.sleep(5)
+        out, _ = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out
+    assert "Kubernetes API unavailable" in out
+    assert all(m.version() == target for m in gss)
