@@ -368,7 +368,9 @@ class Child:
         row = {
             "name": self.name, "kind": self.kind.value, "internal": self.internal,
             "state": self.state.value, "pid": self.pid or None, "ready": self.ready,
-            "restarts": self.restarts, "uptime": round(now - self.started_at, 3)
+            # a child (re)started after ``now`` was read (a restart answered with its
+            # snapshot) has run for 0 s, never for a negative time
+            "restarts": self.restarts, "uptime": max(0.0, round(now - self.started_at, 3))
             if self.alive and self.started_at else 0.0,
             "lastError": self.last_error or None, "lastExitCode": self.last_exit,
             "version": self.version, "restartPolicy": self.restart.policy,

@@ -331,3 +331,9 @@ def test_snapshot_shows_plain_strings() -> None:
     row = child.snapshot(ops.now + 2)
     assert row["state"] == "Running" and type(row["state"]) is str
     assert row["kind"] == "binary" and row["uptime"] == 2.0 and row["pid"] == 101
+
+
+def test_uptime_is_never_negative_when_the_child_started_after_now_was_read() -> None:
+    """Issue 17 finding 9: a crash loop showed ``uptime: -0.001``."""
+    child, ops = running(ChildKind.BINARY)
+    assert child.snapshot(ops.now - 0.001)["uptime"] == 0.0
