@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -111,6 +112,15 @@ def _state_dir(value: str | None) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # first of all, while this is the only thread and nothing is forked: a root
+    # kidecar keeps only KIDECAR_KEEP_CAPABILITIES (the image's least privilege)
+    from kidecar_supervisor.privileges import PrivilegeError, drop_to
+
+    try:
+        dropped = drop_to()
+    except PrivilegeError as exc:
+        print(f"kidecar: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     # the supervisor imports what its children use *before* it forks them, so those
     # pages are shared (PSS) instead of loaded again in each child
     import kidecar_supervisor.http_server  # noqa: F401 - gunicorn, for the HTTP child
@@ -139,6 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems:
         return EXIT_FAILED
     setup_logging(args.log_level or config.log_level)
+    if dropped:
+        logging.getLogger("kidecar.privileges").info("%s", dropped)
     port = args.port or int(os.environ.get("KIDECAR_PORT") or config.http.port)
     try:
         token = load_token(config.http.token, config.http.token_file)
