@@ -6,8 +6,11 @@ with CAP_KILL, so kidecar runs the way `kidecar inject` renders it (docs/deploy.
 root with every capability dropped but KILL, or the game's own UID when the game
 declares one. Each case starts a real `kidecar run` under that identity (setpriv:
 UIDs and capability sets as the kubelet would set them) beside a real game process,
-and posts the seed's hot update. The image's bare default (UID 65532, no capability)
-is refused by the kernel, and the reply and the log say what the pod needs.
+and posts the seed's hot update. The bare image (no securityContext for kidecar at
+all) runs as root with KIDECAR_KEEP_CAPABILITIES=KILL and drops the rest itself:
+that case is started as plain root with only the variable, no setpriv. A kidecar
+the kernel refuses (a non-root UID without CAP_KILL, or root keeping nothing)
+gets a reply and a log line that say what the pod needs.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ class Game:
         self.proc.wait(10)
 
 
-def sidecar_for(game: Game, workdir: Path, prefix: list[str], owner: int) -> Sidecar:
+def sidecar_for(game: Game, workdir: Path, prefix: list[str], owner: int,
+                env: dict[str, str] | None = None) -> Sidecar:
     files = workdir / "files"
     files.mkdir(mode=0o777)
     files.chmod(0o777)
@@ -87,7 +91,7 @@ def sidecar_for(game: Game, workdir: Path, prefix: list[str], owner: int) -> Sid
     config = {"plugins": [{"name": "hot_update", "config": {
         "loadPatchType": "signal", "signal": {"processName": game.tag, "signalName": "SIGHUP"},
         "fileDir": str(files), "storageConfig": {"type": "Local"}}}]}
-    return start_sidecar(config, workdir, prefix=prefix, wait_ready=True, timeout=40)
+    return start_sidecar(config, workdir, prefix=prefix, wait_ready=True, timeout=40, env=env)
 
 
 def update(sidecar: Sidecar, upstream: UpstreamServer) -> tuple[int, dict]:
@@ -139,7 +143,7 @@ def test_game_with_its_own_uid_kidecar_as_that_uid_without_capabilities(shared: 
 
 
 def test_a_refused_signal_says_what_the_pod_needs(shared: Path) -> None:
-    """The image's own user beside a root game, no securityContext: the kernel says no."""
+    """A non-root kidecar (runAsUser 65532) without CAP_KILL beside a root game: refused."""
     game = Game(shared, prefix=[])
     _wait_report(game)
     sidecar = sidecar_for(game, shared, as_user(IMAGE_UID), owner=IMAGE_UID)
@@ -153,6 +157,81 @@ def test_a_refused_signal_says_what_the_pod_needs(shared: Path) -> None:
         assert "add the KILL capability" in str(body)
         assert needs in sidecar.log()
         assert game.hups() == 0
+    finally:
+        sidecar.stop()
+        game.stop()
+
+
+def status_fields(pid: int) -> dict[str, str]:
+    """/proc/<pid>/status as a dict: what the kernel checks, not what kidecar says."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every descendant (the supervisor, its HTTP worker, plugins, storage)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(status_fields(int(entry.name))["PPid"])
+            except (OSError, KeyError, ValueError):
+                continue
+    tree, frontier = [root], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += children
+        frontier = children
+    return tree
+
+
+def test_bare_image_root_keeps_only_cap_kill_and_signals_a_root_game(shared: Path) -> None:
+    """The image as the seeds use it: root, KIDECAR_KEEP_CAPABILITIES=KILL, nothing else."""
+    game = Game(shared, prefix=[])  # nginx's master: root
+    _wait_report(game)
+    sidecar = sidecar_for(game, shared, prefix=[], owner=0,
+                          env={"KIDECAR_KEEP_CAPABILITIES": "KILL"})
+    try:
+        with UpstreamServer() as upstream:
+            status, body = update(sidecar, upstream)
+        assert status == 200, body
+        sidecar.wait_for(lambda: game.hups() == 1, what="the game's SIGHUP")
+        plugin = sidecar.plugin("hot_update")["pid"]
+        tree = process_tree(sidecar.proc.pid)
+        assert plugin in tree and len(tree) >= 3, tree  # supervisor, HTTP, plugin at least
+        for pid in tree:
+            fields = status_fields(pid)
+            assert fields["Uid"].split()[:2] == ["0", "0"], (pid, fields["Uid"])
+            for name in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):
+                assert int(fields[name], 16) == 1 << 5, (pid, name, fields[name])  # KILL only
+            assert fields["NoNewPrivs"] == "1", pid
+        log = sidecar.log_path.read_text(errors="replace")
+        assert "running as root with only these capabilities: KILL" in log
+        assert log.count("running as root with only these capabilities") == 1
+    finally:
+        sidecar.stop()
+        game.stop()
+
+
+def test_bare_image_root_keeping_nothing_is_refused_by_a_game_of_another_uid(
+        shared: Path) -> None:
+    """KIDECAR_KEEP_CAPABILITIES empty: root without CAP_KILL, and the reply says so."""
+    game = Game(shared, prefix=as_user(GAME_UID))
+    _wait_report(game)
+    sidecar = sidecar_for(game, shared, prefix=[], owner=0,
+                          env={"KIDECAR_KEEP_CAPABILITIES": ""})
+    try:
+        with UpstreamServer() as upstream:
+            status, body = update(sidecar, upstream)
+        needs = (f"the game runs as uid {GAME_UID} and kidecar as uid 0 without CAP_KILL: "
+                 "run kidecar as the game's uid")
+        assert status == 500 and body["stage"] == "reload", body
+        assert needs in str(body), body
+        assert "add the KILL capability" in str(body)
+        assert needs in sidecar.log()
+        assert game.hups() == 0
+        fields = status_fields(sidecar.plugin("hot_update")["pid"])
+        assert int(fields["CapEff"], 16) == 0 and int(fields["CapBnd"], 16) == 0
     finally:
         sidecar.stop()
         game.stop()
