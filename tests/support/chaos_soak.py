@@ -496,6 +496,8 @@ class Soak:
         self._check_version("pod annotation", self._annotation_version(), allowed, refused)
         store_pod, store_workload = self._store_versions()
         self._check_version("result store (pod)", store_pod, allowed, refused)
+        if store_workload not in allowed:
+            self.ledger.note(f"result ConfigMaps at the end: {self._result_dump()}")
         self._check_version("result store (workload)", store_workload, allowed, refused)
         final = self._annotation_version()
         reported = _wait(lambda: self._game_version() == final and final, 30)
@@ -530,6 +532,18 @@ class Soak:
         if note.get("success"):
             return str(note.get("version"))
         return str((note.get("lastGood") or {}).get("version"))
+
+    def _result_dump(self) -> str:
+        """The result ConfigMaps' hot_update values, raw: for diagnosis only (the check
+        itself reads through the store's API, which survives a layout change)."""
+        found = []
+        listed: Any = self.core.list_namespaced_config_map(self.ns)
+        for cm in listed.items:
+            name = str(cm.metadata.name)
+            if name.startswith("sidecar-result"):
+                found += [f"{name}[{k}]={v[:300]}"
+                          for k, v in (cm.data or {}).items() if "hot_update" in k]
+        return "; ".join(found)
 
     def _store_versions(self) -> tuple[str | None, str | None]:
         """Read back through the store's public API, from a fresh state dir (no local copy)."""
