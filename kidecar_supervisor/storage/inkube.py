@@ -797,7 +797,7 @@ class InKubeStore(ResultStore):
                         "not recovered from the annotation", go_version)
         good = good_from_pod_value(backend.shards.pod_value(
             self.cfg.result_configmap, self.cfg.result_namespace, self.identity.namespace,
-            self.identity.pod_name, plugin))
+            self.identity.pod_name, plugin, workload))
         if good is not None:
             found = url_of(self._workload_text(plugin, workload), good[0])
             if found is not None:

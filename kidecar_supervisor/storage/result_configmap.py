@@ -95,14 +95,17 @@ class ResultConfigMap:
 
     # -- write -------------------------------------------------------------------
     def put(self, path: ResourcePath, data: dict[str, str],
-            strip_managed_fields: bool = False) -> dict[str, Any] | None:
+            strip_managed_fields: bool = False,
+            on_create: dict[str, str] | None = None) -> dict[str, Any] | None:
         """Merge ``data`` into the ConfigMap at ``path`` (created if missing; coalesced).
 
         Returns the ConfigMap as the API answered (the patch's or the create's). No
-        pruning: a shard holds a few entries (``result_shards``).
+        pruning: a shard holds a few entries (``result_shards``). ``on_create``:
+        keys only a create adds too (a shard's first workload record: saves the
+        swap after it); a patch of an existing object leaves them to the caller.
         """
         def send(patch: JsonObj) -> dict[str, Any] | None:
-            raw = self._patch_or_create(path, patch)
+            raw = self._patch_or_create(path, patch, on_create)
             return None if raw is None else dict(json.loads(raw))
 
         patch: JsonObj = {"data": data}
@@ -196,13 +199,15 @@ class ResultConfigMap:
             log.info("prune of %s skipped, it changed meanwhile (%s); the next writer "
                      "prunes", path.describe(), exc)
 
-    def _patch_or_create(self, path: ResourcePath, patch: JsonObj) -> bytes | None:
+    def _patch_or_create(self, path: ResourcePath, patch: JsonObj,
+                         on_create: dict[str, str] | None = None) -> bytes | None:
         try:
             result: bytes = self.client.merge_patch(path, patch, raw=True)
             return result
         except KubeNotFound:
             pass
-        data = {k: v for k, v in (patch.get("data") or {}).items() if v is not None}
+        data = dict(on_create or {})
+        data.update({k: v for k, v in (patch.get("data") or {}).items() if v is not None})
         body = {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": path.name, "namespace": path.namespace}, "data": data}
         try:  # the create's answer is the object as created: no read needed after it

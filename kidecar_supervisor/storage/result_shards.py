@@ -3,10 +3,16 @@
 Every write of an object stores the whole object again in etcd, so one
 ConfigMap holding every pod's entry costs O(fleet) bytes per result. Here a
 pod's entry goes to one of ``SHARD_COUNT`` ConfigMaps named
-``<resultConfigMap>-<nnnn>``, chosen by a stable hash of ``<namespace>/<pod>``,
-so a write stores only its shard (≈ fleet / SHARD_COUNT entries, about ten at
-10,000 pods). The names are fixed, so the Role lists every one of them in
-``resourceNames`` (config/rbac.yaml): no get/patch on other ConfigMaps.
+``<resultConfigMap>-<nnnn>``, chosen by a stable hash (``placement_key``): a pod
+named ``<workload name>-<ordinal>`` (OKG GameServerSets and StatefulSets name
+their pods so) hashes as ``<namespace>/<Kind>/<name>#<ordinal // ORDINAL_BLOCK>``,
+so up to ``ORDINAL_BLOCK`` neighbouring pods of a workload share a shard, and
+block 0 also holds the workload record; any other pod (a Deployment's random
+suffix) hashes as ``<namespace>/<pod>``. A pod recreated with its name lands in
+the same shard. A write stores only its shard (≤ ORDINAL_BLOCK entries of one
+block, plus the rare other block hashed there). The names are fixed, so the
+Role lists every one of them in ``resourceNames`` (config/rbac.yaml): no
+get/patch on other ConfigMaps.
 
 Keys and values (compact: etcd stores them on every write of the shard):
 
@@ -14,16 +20,21 @@ Keys and values (compact: etcd stores them on every write of the shard):
   version, success, unix time of this pod's latest attempt, and after a
   failure the latest good version and its time (``["v4",false,t,"v3",t3]``);
 * workload ``<plugin>_<ns>_<Kind>_<name>`` → the workload record in
-  shard(workload): the newest successful result (version, url, sha256, time,
-  pod) and ``urls``, the URL of each of its last ``KEEP_URLS`` versions, which
-  is where a recreated pod finds the URL of its own version;
+  shard(workload) = the shard of its ordinal block 0: the newest successful
+  result (version, url, sha256, time, pod) and ``urls``, the URL of each of
+  its last ``KEEP_URLS`` versions, which is where a recreated pod finds the
+  URL of its own version;
 * ``<workload key>.seen`` → ``["v3",1795000000.5]`` in shard(pod): what the
   workload record was when a pod of that shard last compared. A successful
   result whose version this copy already names costs nothing more: the
   answer of the pod-entry patch shows it. Only the first pod of a shard to
   reach a new version reads and compare-and-swaps the workload record (and
   then the copy), so a rollout adds about one workload read per shard, not
-  per pod; a pod alone in its shard skips the copy (nobody would read it).
+  per pod; a pod alone in its shard and in no ordinal block skips the copy
+  (nobody would read it; a block's first pod writes it for the pods to come).
+  Pods of block 0 need no copy: their patch answer shows the record itself,
+  so a workload of ≤ ORDINAL_BLOCK pods pays one swap per version, nothing
+  else, and the first write of a new shard creates it with the record.
   A late result of an older version only adds its URL to the record
   (once per version), so a recreated pod on that version still finds it.
 
@@ -51,6 +62,10 @@ log = logging.getLogger("kidecar.storage.shards")
 
 #: fixed, so the Role can name every shard; about ten pod entries each at 10,000 pods
 SHARD_COUNT = 1024
+#: ordinals per shard block: 16 keeps a shard about as small as hashing pods one by one
+#: (~1.2 KiB of entries, so etcd bytes per result stay ~1 KiB) while a workload of
+#: ≤ 16 pods lives in one shard with its record (no workload read in a rollout)
+ORDINAL_BLOCK = 16
 #: versions whose URL a workload record remembers (for recreated pods)
 KEEP_URLS = 16
 SEEN_SUFFIX = ".seen"
@@ -60,6 +75,35 @@ STRIP_MANAGED_FIELDS = True
 def shard_index(text: str, count: int = SHARD_COUNT) -> int:
     """A stable index for ``text`` (sha256, not Python's per-process ``hash``)."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % count
+
+
+def _ordinal(pod: str, workload: Workload) -> int | None:
+    """The ordinal of a pod named ``<workload name>-<n>`` (canonical digits), else None."""
+    if workload.kind == "Pod" or not pod.startswith(workload.name + "-"):
+        return None
+    rest = pod[len(workload.name) + 1:]
+    if not rest.isdigit() or not rest.isascii() or str(int(rest)) != rest:
+        return None
+    return int(rest)
+
+
+def placement_key(pod_namespace: str, pod: str, workload: Workload) -> str:
+    """What a pod's shard is hashed from: its workload's ordinal block, else its name.
+
+    Writers and readers (restore of a recreated pod) call this with the same
+    pod name and workload, so both find the same shard.
+    """
+    ordinal = _ordinal(pod, workload)
+    if ordinal is None:
+        return f"{pod_namespace}/{pod}"
+    return f"{pod_namespace}/{workload.kind}/{workload.name}#{ordinal // ORDINAL_BLOCK}"
+
+
+def workload_placement_key(pod_namespace: str, workload: Workload) -> str:
+    """What a workload record's shard is hashed from: its block 0 (a bare pod: the pod)."""
+    if workload.kind == "Pod":
+        return f"{pod_namespace}/{workload.name}"
+    return f"{pod_namespace}/{workload.kind}/{workload.name}#0"
 
 
 def shard_name(base: str, index: int) -> str:
@@ -178,14 +222,14 @@ class ShardedResults:
         self._swapped: dict[ResourcePath, dict[str, Any]] = {}
         self._swapped_lock = threading.Lock()
 
-    def pod_shard(self, base: str, namespace: str, pod_namespace: str,
-                  pod: str) -> ResourcePath:
-        return ResultConfigMap.path(
-            shard_name(base, shard_index(f"{pod_namespace}/{pod}", self.count)), namespace)
+    def pod_shard(self, base: str, namespace: str, pod_namespace: str, pod: str,
+                  workload: Workload) -> ResourcePath:
+        key = placement_key(pod_namespace, pod, workload)
+        return ResultConfigMap.path(shard_name(base, shard_index(key, self.count)), namespace)
 
     def workload_shard(self, base: str, namespace: str, pod_namespace: str,
                        workload: Workload) -> ResourcePath:
-        key = f"{pod_namespace}/{workload.kind}/{workload.name}"
+        key = workload_placement_key(pod_namespace, workload)
         return ResultConfigMap.path(shard_name(base, shard_index(key, self.count)), namespace)
 
     # -- write -------------------------------------------------------------------
@@ -199,13 +243,19 @@ class ShardedResults:
         """
         pk = codec.pod_key(record.plugin, pod_namespace, record.pod)
         wk = codec.workload_key(record.plugin, pod_namespace, workload)
-        pod_path = self.pod_shard(base, namespace, pod_namespace, record.pod)
+        pod_path = self.pod_shard(base, namespace, pod_namespace, record.pod, workload)
+        work_path = self.workload_shard(base, namespace, pod_namespace, workload)
+        together = work_path == pod_path and record.success
+        # a shard this write creates starts with the record: no swap right after
+        first = {wk: workload_value(record, None)} if together else None
         answer = self.configmaps.put(pod_path, {pk: pod_value(record, last_good)},
-                                     self.strip_managed_fields) if pod_entry else None
+                                     self.strip_managed_fields, first) if pod_entry else None
         if not record.success:
             return
-        work_path = self.workload_shard(base, namespace, pod_namespace, workload)
-        if work_path == pod_path and answer is not None:  # the answer shows the record
+        if together:  # the answer shows the record (or the cached swap does)
+            if answer is None:
+                with self._swapped_lock:
+                    answer = self._swapped.pop(work_path, None)
             self._advance_record(work_path, wk, record, answer)
             return
         seen_key = codec.fit_key(wk + SEEN_SUFFIX)
@@ -215,7 +265,8 @@ class ShardedResults:
         with self._swapped_lock:
             known = self._swapped.pop(work_path, None)
         self._advance_record(work_path, wk, record, known)
-        if answer is not None and not _other_pods(answer, pk):
+        grouped = _ordinal(record.pod, workload) is not None  # its block's pods follow
+        if answer is not None and not grouped and not _other_pods(answer, pk):
             return  # no other pod in this shard to save a read: the copy can wait
         self.configmaps.advance_key(pod_path, seen_key, lambda old: seen_value(record),
                                     lambda old: _seen_older(old, record), answer)
@@ -257,6 +308,6 @@ class ShardedResults:
         return self.read(path).get(codec.workload_key(plugin, pod_namespace, workload))
 
     def pod_value(self, base: str, namespace: str, pod_namespace: str, pod: str,
-                  plugin: str) -> str | None:
-        path = self.pod_shard(base, namespace, pod_namespace, pod)
+                  plugin: str, workload: Workload) -> str | None:
+        path = self.pod_shard(base, namespace, pod_namespace, pod, workload)
         return self.read(path).get(codec.pod_key(plugin, pod_namespace, pod))

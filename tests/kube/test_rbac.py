@@ -35,7 +35,13 @@ from kidecar_supervisor.storage.kube_api import (
     KubeForbidden,
     ResourcePath,
 )
-from kidecar_supervisor.storage.result_shards import all_shard_names, shard_index, shard_name
+from kidecar_supervisor.storage.result_shards import (
+    all_shard_names,
+    placement_key,
+    shard_index,
+    shard_name,
+)
+from kidecar_supervisor.storage.workload import Workload
 from tests.support.inkube_support import Admin, store, uid
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +100,9 @@ def test_sidecar_token_can_do_everything_the_store_does(kube_env, rbac, tmp_path
     admin = Admin(kube_env)
     ns = kube_env.namespace
     name = uid("rbac")
-    shard = shard_name(DEFAULT_RESULT_CONFIGMAP, shard_index(f"{ns}/{name}"))
+    # the pod's shard (its name may look like rbac-<ordinal>: placement_key decides)
+    shard = shard_name(DEFAULT_RESULT_CONFIGMAP,
+                       shard_index(placement_key(ns, name, Workload("GameServerSet", "rbac"))))
     admin.delete_configmap(shard, DEFAULT_RESULT_NAMESPACE)  # test create
     admin.pod(name, ns, labels={"game.kruise.io/owner-gss": "rbac"}, owner=("GameServer", name))
     admin.gameserver(name, ns, {"containers": [{"name": "game", "image": "game:1"}]})

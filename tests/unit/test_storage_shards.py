@@ -96,3 +96,36 @@ def test_legacy_records_answer_for_the_pod_and_only_the_pods_workload() -> None:
                ResultRecord(plugin=HOT, version="v4", url="http://f/v4", timestamp=1795000000))}
     found = LegacyRecords(old, ns).for_pod(HOT, "p", Workload("GameServerSet", "g"))
     assert found is not None and (found.version, found.url) == ("v4", "http://f/v4")
+
+
+def test_a_workloads_ordinal_pods_share_a_shard_block_by_block() -> None:
+    gss = Workload("GameServerSet", "battle")
+    # a small workload's pods and its record: one shard (no workload read in a rollout)
+    keys = {rs.placement_key("game", f"battle-{i}", gss) for i in range(rs.ORDINAL_BLOCK)}
+    assert keys == {rs.workload_placement_key("game", gss)} == {"game/GameServerSet/battle#0"}
+    assert rs.placement_key("game", f"battle-{rs.ORDINAL_BLOCK}", gss) == \
+        "game/GameServerSet/battle#1"
+    # a pod recreated with its name computes the same key, in any process
+    assert rs.placement_key("game", "battle-37", gss) == rs.placement_key("game", "battle-37", gss)
+    # the namespace and the kind keep equally named workloads apart
+    assert rs.placement_key("other", "battle-3", gss) != rs.placement_key("game", "battle-3", gss)
+    assert rs.placement_key("game", "battle-3", Workload("StatefulSet", "battle")) != \
+        rs.placement_key("game", "battle-3", gss)
+    # names that are not <workload>-<ordinal> keep the pod's own key
+    for pod, wl in [("battle-7f9c4d-x2b9q", Workload("Deployment", "battle")),
+                    ("battle-007", gss), ("battle-", gss), ("battle-١٢", gss),
+                    ("battlefield-3", gss), ("solo", Workload("Pod", "solo"))]:
+        assert rs.placement_key("game", pod, wl) == f"game/{pod}", pod
+    # a bare pod's record shares its pod's shard
+    assert rs.workload_placement_key("game", Workload("Pod", "solo")) == "game/solo"
+
+
+def test_blocks_of_a_large_fleet_spread_evenly_over_the_shards() -> None:
+    counts = [0] * rs.SHARD_COUNT
+    for g in range(20):
+        gss = Workload("GameServerSet", f"gss-{g}")
+        for i in range(500):
+            counts[rs.shard_index(rs.placement_key("game", f"gss-{g}-{i}", gss))] += 1
+    # 10,000 pods in 640 blocks of 16: a shard holds one or a few blocks, never a fleet
+    assert max(counts) <= 6 * rs.ORDINAL_BLOCK, max(counts)
+    assert sum(1 for c in counts if c) >= 400
