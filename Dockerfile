@@ -3,14 +3,17 @@
 #   docker build -t kidecar:0.1.0 .
 #   docker build -t kidecar:0.1.0-empty --build-arg KIDECAR_EMPTY=1 .   # SidecarSet hotUpgradeEmptyImage
 #
-# Runs as the non-root user kidecar, UID/GID 65532, with no capability. Signalling the
-# game's process (hot_update/file_sync loadPatchType: signal) needs shareProcessNamespace:
-# true in the pod AND either the game's own UID (securityContext.runAsUser) or, beside a
-# root game like the seeds' nginx, root with every capability dropped but KILL: the pod
-# grants that, `kidecar inject` / `kidecar migrate` render it, and a refused signal says
-# so in the reply and the log (docs/deploy.md, "Signalling the game"). The install steps below are exercised in CI without a Docker
-# engine by tools/docker-steps-check (tests/process/test_dockerfile_steps.py): keep RUN steps
-# to what that tool understands (pip install, groupadd/useradd, mkdir, chown, chmod).
+# Runs as root, and kidecar drops every capability but KILL itself at start (before it
+# forks anything: bounding, permitted, effective, inheritable and ambient sets, plus
+# no_new_privs), as KIDECAR_KEEP_CAPABILITIES below says. That is what signalling a root
+# game beside it (the seeds' nginx, shareProcessNamespace: true) needs, with no
+# securityContext for kidecar at all: switching is a change of image. A pod
+# securityContext can still lower it (runAsUser: the game's UID, or drop ALL); a refused
+# signal says what the pod needs in the reply and the log (docs/deploy.md, "Signalling
+# the game"). The install steps below are exercised in CI without a Docker engine by
+# tools/docker-steps-check (tests/process/test_dockerfile_steps.py), which also checks the
+# started kidecar's capabilities: keep RUN steps to what that tool understands (pip
+# install, groupadd/useradd, mkdir, chown, chmod).
 FROM python:3.11-slim-bookworm
 
 ARG KIDECAR_EMPTY=""
@@ -26,19 +29,19 @@ COPY workers ./workers
 RUN pip install --no-cache-dir . && rm -rf /build
 
 WORKDIR /
-RUN groupadd --gid 65532 kidecar \
-    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin kidecar \
-    && mkdir -p /var/lib/kidecar /opt/sidecar /opt/kidecar/files \
-    && chown 65532:65532 /var/lib/kidecar
+RUN mkdir -p /var/lib/kidecar /opt/sidecar /opt/kidecar/files \
+    && chmod 0700 /var/lib/kidecar
 
-# state (results, journal, control socket): writable by the kidecar user; mount an
-# emptyDir here to keep it across container restarts
+# state (results, journal, control socket): root's own, 0700 (root without
+# CAP_DAC_OVERRIDE writes only where the owner bits let it); mount an emptyDir here to
+# keep it across container restarts (an emptyDir is 0777: any UID can use it)
 ENV KIDECAR_STATE_DIR=/var/lib/kidecar \
     KIDECAR_CONFIG=/opt/sidecar/config.yaml \
     KIDECAR_EMPTY=${KIDECAR_EMPTY}
+# root, but only CAP_KILL (to signal a game of another UID); empty keeps none
+ENV KIDECAR_KEEP_CAPABILITIES=KILL
 
 WORKDIR /var/lib/kidecar
-USER 65532:65532
+USER 0:0
 EXPOSE 5000
 ENTRYPOINT ["kidecar", "run"]
