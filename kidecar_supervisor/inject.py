@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 CONTAINER_NAME = "kidecar"
 CONFIG_VOLUME = "kidecar-config"
 STATE_VOLUME = "kidecar-state"
+#: a non-root UID for kidecar where the pod demands one (the image itself runs as root)
+NON_ROOT_UID = 65532
 SHARED_VOLUME = "kidecar-shared"
 CONFIG_MOUNT = "/opt/sidecar"
 STATE_MOUNT = "/var/lib/kidecar"
@@ -139,7 +141,8 @@ def security_context(opts: InjectOptions, spec: dict[str, Any], game: dict[str, 
     if game_sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot"):
         notes.append("the game must run as non-root but its UID is not set: give kidecar the "
                      "same UID with --run-as-user, or it cannot signal the game")
-        return base
+        # the image runs as root: a pod-level runAsNonRoot would refuse it without a UID
+        return {"runAsUser": NON_ROOT_UID, **base}
     # the game runs as its image's user (nginx's master: root): root with only CAP_KILL
     return {"runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"], "add": ["KILL"]}}

@@ -202,7 +202,8 @@ def test_who_kidecar_runs_as() -> None:
     report = inject_text(yaml.safe_dump(doc), OPTS)
     assert any("--run-as-user" in n for n in report.notes)
     spec = next(pod_specs(yaml.safe_load(report.text)))[1]
-    assert "runAsUser" not in spec["initContainers"][0]["securityContext"]
+    # the image runs as root: under runAsNonRoot kidecar needs a non-root UID to start at all
+    assert spec["initContainers"][0]["securityContext"] == {"runAsUser": 65532, **no_caps}
 
 
 def test_options_from_a_sidecar_config(tmp_path: Path) -> None:
