@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -143,7 +144,7 @@ def _record_from(src: Mapping[str, Any], plugin: str, outer: Mapping[str, Any]) 
     return ResultRecord(
         plugin=plugin, version=str(src.get("version", "")), url=str(src.get("url", "")),
         success=True, message=str(src.get("message", "")) if src is outer else "",
-        timestamp=float(src.get("timestamp") or 0.0), sha256=str(src.get("sha256", "")),
+        timestamp=_time_of(src.get("timestamp")), sha256=str(src.get("sha256", "")),
         pod=str(outer.get("pod", "")), workload=str(outer.get("workload", "")),
     )
 
@@ -193,9 +194,19 @@ def parse_pod_entry(text: str) -> tuple[str, bool, int] | None:
     except ValueError:
         return None
     if (isinstance(data, list) and len(data) == 3 and isinstance(data[0], str)
-            and isinstance(data[1], bool) and isinstance(data[2], int | float)):
+            and isinstance(data[1], bool) and isinstance(data[2], int | float)
+            and math.isfinite(data[2])):  # JSON readers take 1e999 (inf) and NaN
         return data[0], data[1], int(data[2])
     return None
+
+
+def _time_of(value: Any) -> float:
+    """A stored unix time; 0 (unknown) for anything that is not a finite number."""
+    try:
+        number = float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def workload_entry(record: ResultRecord) -> str:
@@ -210,7 +221,7 @@ def parse_workload_entry(text: str | None, plugin: str, workload: str) -> Result
         return None
     return ResultRecord(
         plugin=plugin, version=str(data["version"]), url=str(data.get("url", "")),
-        success=True, timestamp=float(data.get("timestamp") or 0.0),
+        success=True, timestamp=_time_of(data.get("timestamp")),
         sha256=str(data.get("sha256", "")), pod=str(data.get("pod", "")), workload=workload,
     )
 

@@ -9,6 +9,7 @@ import pytest
 from kidecar_supervisor.config import parse_config_text
 from kidecar_supervisor.config_reader import ConfigError
 from kidecar_supervisor.plugin_kit.jsonpath import MISSING, JsonPathError, compile_path
+from kidecar_supervisor.storage import result_codec
 
 
 @pytest.mark.parametrize("text", ["a: \x00", "\x18", "plugins: [\x1b]"])
@@ -91,3 +92,19 @@ def test_an_unparsable_download_url_is_a_config_error() -> None:
             "downloadURL: 'https://[cdn/game'}}]\n")
     with pytest.raises(ConfigError, match="not a valid URL"):
         parse_config_text(text, "<fuzz>")
+
+
+@pytest.mark.parametrize("text", ['["v3",false,1e999]', '["v3",true,-1e999]', '["v3",true,NaN]',
+                                  '["v3",true,Infinity]'])
+def test_a_pod_entry_with_an_infinite_time_is_not_an_entry(text: str) -> None:
+    """Found by the CI pass of result_codec: json takes 1e999 as inf, int(inf) raised."""
+    assert result_codec.parse_pod_entry(text) is None
+
+
+@pytest.mark.parametrize("stamp", ["1e999", "NaN", "soon", None, [1]])
+def test_a_stored_time_that_is_not_a_finite_number_reads_as_unknown(stamp: object) -> None:
+    import json
+    entry = json.dumps({"version": "v2", "url": "http://f/x", "timestamp": stamp})
+    record = result_codec.parse_workload_entry(entry, "hot_update", "GameServerSet/gs")
+    assert record is not None and record.timestamp == 0.0
+    assert result_codec.pod_entry(record)  # writable again: int(timestamp) works
