@@ -53,10 +53,11 @@ class _Cluster:
                             headers={"Content-Type": "application/json"}, timeout=30)
         r.raise_for_status()
 
-    def pod(self, name: str) -> None:
+    def pod(self, name: str, gss: str = "bench") -> None:
+        """A pod of GameServerSet ``gss`` (OKG names them ``<gss>-<ordinal>``) + its GameServer."""
         self.post(f"/api/v1/namespaces/{self.ns}/pods", {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {"game.kruise.io/owner-gss": "bench"}},
+            "metadata": {"name": name, "labels": {"game.kruise.io/owner-gss": gss}},
             "spec": {"containers": [{"name": "game", "image": "game:1"}]}})
         self.post(f"/apis/game.kruise.io/v1alpha1/namespaces/{self.ns}/gameservers", {
             "apiVersion": "game.kruise.io/v1alpha1", "kind": "GameServer",
@@ -133,9 +134,9 @@ def _results(cluster: _Cluster, n: int) -> list[dict[str, str]]:
          "aim": "≤ 2",
          "notes": f"{n} results of one pod, each a NEW version (worst case) as the sidecar "
                   f"SA; {_breakdown(events, n)}; the Event (required per result) is the 3rd "
-                  "request; a success of a version its shard's .seen copy does not name yet "
-                  "adds the workload record's compare-and-swap and the copy's (the record "
-                  "is read only when another pod swapped it last)"},
+                  "request; bench-0 is ordinal 0 of GameServerSet bench, so its shard holds "
+                  "the workload record too: a success of a new version adds the record's "
+                  "compare-and-swap (its pod-entry patch answer is the compared value)"},
         {"benchmark": "InKube: result write latency (pod + ConfigMap + Event)",
          "kidecar": f"p50 {p50:.1f} ms, p95 {p95:.1f} ms",
          "peers": "-", "aim": "< 100 ms p95", "notes": "loopback API server, etcd on disk"},
@@ -230,10 +231,10 @@ def _rollout(cluster: _Cluster, pods: int) -> dict[str, str]:
     from kidecar_supervisor.storage.base import ResultRecord
 
     user = cluster.env["sidecar_user"]
-    names = [f"fleet-{i}" for i in range(pods)]
+    names = [f"fleet-{i}" for i in range(pods)]  # GameServerSet fleet's pods, as OKG names them
     stores = []
     for name in names:
-        cluster.pod(name)
+        cluster.pod(name, gss="fleet")
         store = _store(cluster, name)
         store.latest_for_pod("hot_update")  # each sidecar's start-up read, not counted
         stores.append(store)
@@ -249,11 +250,11 @@ def _rollout(cluster: _Cluster, pods: int) -> dict[str, str]:
     per = len(events) / pods
     return {"benchmark": f"InKube: API requests per result, {pods}-pod rollout of one version",
             "kidecar": f"{per:.2f}", "peers": "naive RMW: 4.00", "aim": "≤ 2",
-            "notes": f"{_breakdown(events, pods)}; only the first pod advances the workload "
-                     "record; with fewer pods than shards each pod is the first of its shard "
-                     "(a read of the record + its shard's .seen swap; a new shard costs a 404 "
-                     "and a create once); at 10,000 pods most find .seen already naming the "
-                     "version: 3 requests"}
+            "notes": f"{_breakdown(events, pods)}; pods fleet-0..{pods - 1} of GameServerSet "
+                     "fleet share a shard per block of 16 ordinals; block 0's holds the "
+                     "workload record, so only the first pod swaps it (no read); the first pod "
+                     "of each other block reads the record and swaps its shard's .seen copy; "
+                     "a new shard costs a 404 and a create (with the record) once"}
 
 
 def rows(quick: bool) -> list[dict[str, str]]:

@@ -38,9 +38,12 @@ Keys and values (compact: etcd stores them on every write of the shard):
   A late result of an older version only adds its URL to the record
   (once per version), so a recreated pod on that version still finds it.
 
-The workload record and the copies never move backwards: both are replaced
-by a JSON patch whose ``test`` op checks the value compared against
-(``ResultConfigMap.advance_key``).
+The workload record never moves backwards: it is replaced by a JSON patch
+whose ``test`` op checks the value compared against
+(``ResultConfigMap.advance_key``). A ``.seen`` copy is a hint, set by a merge
+patch only when it names an older time: a race may leave an older one, which
+costs the next pod of the shard one read of the record, never a wrong answer
+(the copy is written only after the record was seen naming that version).
 """
 
 from __future__ import annotations
@@ -265,11 +268,17 @@ class ShardedResults:
         with self._swapped_lock:
             known = self._swapped.pop(work_path, None)
         self._advance_record(work_path, wk, record, known)
+        if answer is None:
+            return  # a replayed older result: the copy is for the newer ones
         grouped = _ordinal(record.pod, workload) is not None  # its block's pods follow
-        if answer is not None and not grouped and not _other_pods(answer, pk):
+        if not grouped and not _other_pods(answer, pk):
             return  # no other pod in this shard to save a read: the copy can wait
-        self.configmaps.advance_key(pod_path, seen_key, lambda old: seen_value(record),
-                                    lambda old: _seen_older(old, record), answer)
+        if _seen_older(seen, record):
+            # a plain merge patch, not a compare-and-swap: the copy is only a hint (a
+            # race that leaves an older one costs the next pod one read, nothing is
+            # lost), and pods of a block finishing together would all fail a swap's test
+            self.configmaps.put(pod_path, {seen_key: seen_value(record)},
+                                self.strip_managed_fields)
 
     def _advance_record(self, path: ResourcePath, wk: str, record: ResultRecord,
                         current: dict[str, Any] | None) -> None:
