@@ -7,6 +7,7 @@ upstream HTTP server, a game process receiving SIGHUP.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -115,6 +116,9 @@ def test_restart_restores_before_readyz(tmp_path: Path, upstream: UpstreamServer
         assert first.stop() == 0
     for entry in file_dir.iterdir():  # a new container whose emptyDir content is gone
         entry.unlink()
+    # and without the kept copies (a state dir that was not a volume): the restore
+    # downloads again, so readiness has something to wait for
+    shutil.rmtree(tmp_path / "state" / "hot-update-kept")
     (file_dir / "index.html").write_bytes(OLD)
     upstream.throttle = 300_000  # the restore takes about 2 s
     second = start_sidecar(config(file_dir, game.tag), tmp_path, wait_ready=False)
