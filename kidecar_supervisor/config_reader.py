@@ -15,6 +15,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 _MISSING: Any = object()
 #: ``default=REQUIRED``: the field must be present (the accessors' own default)
@@ -130,6 +131,19 @@ class ConfigReader:
         if pattern is not None and not re.fullmatch(pattern, value):
             raise self.error(names[0], f"{value!r} does not match {pattern}")
         return value
+
+    def check_http_url(self, name: builtins.str, url: builtins.str) -> builtins.str:
+        """``url`` (read from field ``name``) is an http(s) URL with a host, or a
+        ConfigError on that field: every URL a plugin fetches or calls is checked
+        the same way (urlsplit raises on e.g. ``http://[::1/x``, found by atheris)."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError as exc:
+            raise self.error(name, f"is not a valid URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise self.error(name, f"must be an http(s) URL, got {url!r}")
+        return url
 
     def int(
         self, *names: builtins.str, default: Any = _MISSING, minimum: int | None = None,

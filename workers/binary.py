@@ -28,7 +28,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from kidecar_supervisor.plugin_api import ConfigError, ConfigReader, Plugin, join_path
 
@@ -191,12 +190,7 @@ def _parse_go_keys(reader: ConfigReader, path: str) -> dict[str, Any]:
     """The Go kidecar's binary keys, each checked for what it will be used for."""
     url = reader.str("downloadURL", default="")
     if url:
-        try:
-            parts = urlsplit(url)
-        except ValueError as exc:  # "Invalid IPv6 URL" (found by atheris)
-            raise reader.error("downloadURL", f"is not a valid URL: {exc}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise reader.error("downloadURL", f"must be an http(s) URL, got {url!r}")
+        reader.check_http_url("downloadURL", url)
         if not os.path.isabs(path):
             raise reader.error("path", "must be absolute with downloadURL (where the "
                                        f"program is put), got {path!r}")

@@ -81,13 +81,7 @@ class RequestConfig:
 
     @classmethod
     def parse(cls, reader: ConfigReader) -> RequestConfig:
-        url = _request_url(reader)
-        try:
-            parts = urlsplit(url)
-        except ValueError as exc:  # "Invalid IPv6 URL" (found by atheris)
-            raise reader.error("url", f"is not a valid URL: {exc}") from None
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise reader.error("url", f"must be an http(s) URL, got {url!r}")
+        url = reader.check_http_url("url", _request_url(reader))
         cfg = cls(
             url=url,
             method=reader.str("method", default="GET", choices=HTTP_METHODS).upper(),

@@ -18,7 +18,6 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
@@ -58,13 +57,7 @@ class ConfirmConfig:
                                "confirm.file {path}")
         url, json_path, path = "", None, ""
         if http is not None:
-            url = http.str("url")
-            try:
-                parts = urlsplit(url)
-            except ValueError as exc:  # "Invalid IPv6 URL" (found by atheris)
-                raise http.error("url", f"is not a valid URL: {exc}") from None
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise http.error("url", f"must be an http(s) URL, got {url!r}")
+            url = http.check_http_url("url", http.str("url"))
             json_path = _path(http, "jsonPath")
             http.reject_unknown()
         if file is not None:
