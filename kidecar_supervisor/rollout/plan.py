@@ -10,11 +10,11 @@ written back as desired).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from kidecar_supervisor.rollout.spec import RolloutSpec
+from kidecar_supervisor.storage.result_codec import load_object
 
 PENDING = "pending"
 DEFERRED = "deferred"
@@ -68,13 +68,7 @@ class Observed:
 
 def parse_result(text: str | None) -> dict[str, Any] | None:
     """hot_update's result annotation (storage/result_codec.py), or None."""
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    return load_object(text)
 
 
 def running_version(result: dict[str, Any] | None) -> dict[str, str] | None:

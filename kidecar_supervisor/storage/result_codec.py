@@ -129,7 +129,7 @@ def annotation_value(record: ResultRecord, previous: str | None) -> str:
 
 def last_good_from_annotation(text: str | None, plugin: str) -> ResultRecord | None:
     """The latest successful result of ``plugin`` an annotation value records, if any."""
-    data = _load_object(text)
+    data = load_object(text)
     if data is None or data.get("plugin", plugin) != plugin:
         return None
     if data.get("success") is True:
@@ -149,7 +149,8 @@ def _record_from(src: Mapping[str, Any], plugin: str, outer: Mapping[str, Any]) 
     )
 
 
-def _load_object(text: str | None) -> dict[str, Any] | None:
+def load_object(text: str | None) -> dict[str, Any] | None:
+    """A stored JSON object (annotation, ConfigMap value), or None for anything else."""
     if not text:
         return None
     try:
@@ -216,7 +217,7 @@ def workload_entry(record: ResultRecord) -> str:
 
 
 def parse_workload_entry(text: str | None, plugin: str, workload: str) -> ResultRecord | None:
-    data = _load_object(text)
+    data = load_object(text)
     if data is None or not data.get("version"):
         return None
     return ResultRecord(
