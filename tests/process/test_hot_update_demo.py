@@ -7,28 +7,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.sidecar_process import REPO, free_port, start_sidecar
+from tests.support.demo import start_demo
+from tests.support.sidecar_process import REPO
 
 pytestmark = pytest.mark.slow
 
 
 def test_demo_confirms_good_versions_and_rolls_back_the_broken_one(tmp_path: Path) -> None:
-    files_port, game_port = free_port(), free_port()
-    www = tmp_path / "www"
-    text = (REPO / "config" / "local.yaml").read_text()
-    text = (text.replace('"8000"', f'"{files_port}"').replace('"8080"', f'"{game_port}"')
-            .replace("127.0.0.1:8080", f"127.0.0.1:{game_port}")
-            .replace("/tmp/kidecar-demo/www", str(www)))
-    config = tmp_path / "local.yaml"
-    config.write_text(text)
-    sidecar = start_sidecar(config, tmp_path, wait_ready=True)
-    game = f"http://127.0.0.1:{game_port}"
-    files = f"http://127.0.0.1:{files_port}"
+    demo = start_demo(tmp_path)
+    sidecar, game, files = demo.sidecar, demo.game, demo.files
+    www = tmp_path / "www"  # the demo's fileDir
     try:
-        sidecar.wait_for(lambda: requests.get(game, timeout=2).ok, what="demo game up")
-        # the file server is a binary plugin: running is not yet listening
-        sidecar.wait_for(lambda: requests.get(f"{files}/v1/index.html", timeout=2).ok,
-                         what="demo file server up")
         for version in ("v1", "v2"):
             answer = sidecar.post("/hot-update", data={
                 "version": version, "url": f"{files}/{version}/index.html"})
