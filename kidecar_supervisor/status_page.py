@@ -26,11 +26,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kidecar_supervisor.states import ChildState
+
 POLL_INTERVAL_MS = 1000
 HISTORY_ROWS = 10
 #: a button that cannot do anything in this state is shown disabled (the script reads these too)
-NO_START_STATES = ("Running", "Starting")
-NO_STOP_STATES = ("Stopped", "Stopping", "Completed")
+NO_START_STATES = (ChildState.RUNNING.value, ChildState.STARTING.value)
+NO_STOP_STATES = (ChildState.STOPPED.value, ChildState.STOPPING.value,
+                  ChildState.COMPLETED.value)
 #: plugin states and hot update stages drawn green / red; the rest (under way) amber
 GOOD_STATES = ("running", "succeeded", "idle", "completed")
 BAD_STATES = ("failed", "rolledback", "backoff")
