@@ -125,6 +125,9 @@ def test_a_token_opens_mutations_to_its_bearer_from_anywhere(start, pod: Netns) 
     # loopback without the token is still allowed by default (the seed's curl keeps working)
     code, body = _curl_inside(pod, sidecar, "/plugins/test_sleeper/restart")
     assert code == 200, body
+    # /readyz is 503 while a plugin restarts (by design): probe once it runs again
+    sidecar.wait_for(lambda: (p := sidecar.plugin("test_sleeper"))["state"] == "Running"
+                     and p["pid"] != pid, what="restart from loopback")
     for path in ("/healthz", "/readyz", "/metrics"):
         assert _from_outside(sidecar, "GET", path).status_code == 200
 
