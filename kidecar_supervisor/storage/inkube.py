@@ -114,8 +114,11 @@ REPLAY_BACKOFF_MAX = 5.0
 DIRECT_RETRY = RetryPolicy(attempts=4, base=0.2, cap=2.0, deadline=8.0)
 #: a part refused with 401/403 this long (from its first refusal) goes to failed/
 FORBIDDEN_GIVE_UP = 600.0
-#: Events off after a 403 are tried again this long after (RBAC may have been fixed,
-#: or the 403 came from an API server whose authorizer was still warming up)
+#: Events off after a 403 are tried again this long after the first refusal, the
+#: wait doubling with each refusal in a row up to ``EVENTS_RETRY_AFTER``: an API
+#: server whose authorizer is still warming up after a restart answers 403 for a
+#: few seconds, a missing RBAC rule answers it for good (or until it is fixed)
+EVENTS_FIRST_RETRY = 10.0
 EVENTS_RETRY_AFTER = 600.0
 #: how often a standby journal (hot upgrade) tries to take over the main one
 HANDOVER_POLL = 0.5
@@ -203,6 +206,8 @@ class _Backend:
         #: why Events are off for this process (a 403 on Events), or None
         self.events_off: str | None = None
         self._events_off_since = 0.0
+        #: how long Events stay off after the latest 403 (grows while they are refused)
+        self._events_retry_after = EVENTS_FIRST_RETRY
         self.forbidden_given_up = 0
         self._journaled_causes: set[tuple[str, int, tuple[str, ...]]] = set()
         self.latest_path = state_dir / LATEST_FILE
@@ -337,6 +342,7 @@ class _Backend:
                     self._run_part(entry, part, retry)
                     if obj == "event" and self.events_off:
                         self.events_off = None
+                        self._events_retry_after = EVENTS_FIRST_RETRY
                         log.info("Events are on again: the ServiceAccount may create them")
             except KubeForbidden as exc:
                 if obj == "event" and exc.status == 403:
@@ -363,12 +369,12 @@ class _Backend:
         return refused
 
     def events_suppressed(self) -> bool:
-        """Whether Events are off now (a 403 less than ``EVENTS_RETRY_AFTER`` s ago)."""
+        """Whether Events are off now (refused with 403, the retry wait not over)."""
         return (self.events_off is not None
-                and time.monotonic() - self._events_off_since < EVENTS_RETRY_AFTER)
+                and time.monotonic() - self._events_off_since < self._events_retry_after)
 
     def _events_are_off(self) -> bool:
-        """Off after a 403; one Event is tried again every ``EVENTS_RETRY_AFTER`` s."""
+        """Off after a 403; one Event is tried again after 10 s, 20 s, ... up to 10 min."""
         if self.events_off is None:
             return False
         if self.events_suppressed():
@@ -380,6 +386,7 @@ class _Backend:
         """Events are best effort: the first 403 turns them off, with one warning."""
         self._events_off_since = time.monotonic()
         if self.events_off is not None:
+            self._events_retry_after = min(self._events_retry_after * 2, EVENTS_RETRY_AFTER)
             return
         self.events_off = str(exc)
         log.warning("Events are off for this sidecar process: its ServiceAccount may not "

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kidecar_supervisor.storage import inkube
 from kidecar_supervisor.storage import result_codec as codec
 from kidecar_supervisor.storage.base import (
     WRITTEN,
@@ -158,5 +160,60 @@ def test_a_gameserver_403_is_said_once_per_cause(kube_env, seed_kubeconfig, tmp_
         # the GameServer writes wait in order (given up after FORBIDDEN_GIVE_UP)
         assert [e["target_value"] for _, e in s.journal.entries()] == [
             "None", "WaitToBeDeleted", "None", "Allocated"]
+    finally:
+        s.close()
+
+
+def _grant_events(kube_env: Any, namespace: str) -> None:
+    """What fixing the RBAC by hand looks like: Events allowed in one namespace."""
+    kube_env.apply_yaml(f"""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: kidecar-events, namespace: {namespace}}}
+rules:
+  - apiGroups: [""]
+    resources: [events]
+    verbs: [create, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: kidecar-events, namespace: {namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: kidecar-events}}
+subjects:
+  - {{kind: ServiceAccount, name: {SEED_SA}, namespace: {SEED_NS}}}
+""")
+
+
+def test_events_refused_for_a_while_come_back_without_waiting_ten_minutes(
+        kube_env, seed_kubeconfig, tmp_path, monkeypatch) -> None:
+    """A 403 on Events turns them off, then one is tried again after a short wait
+    that doubles with each refusal (10 s, 20 s, ... 10 min; 0.5 s here): an API
+    server whose authorizer answered 403 for a moment after a restart, or an RBAC
+    fixed by hand, gets Events back at once instead of 10 minutes later."""
+    monkeypatch.setattr(inkube, "EVENTS_FIRST_RETRY", 0.5)
+    namespace = "kidecar-seed-events"
+    admin = Admin(kube_env)
+    admin.ensure_namespace(namespace)
+    name = uid("events")
+    admin.pod(name, namespace)
+    s = store(_seed_cfg(), name, namespace, tmp_path, seed_kubeconfig)
+    try:
+        def result(n: int) -> dict[str, bool]:
+            outcome = s.record_result(ResultRecord(plugin=HOT, version=f"v{n}",
+                                                   url=f"http://files/v{n}.tgz"))
+            return recorded_parts(outcome, "InKube")
+        assert result(1) == {"pod": True, "store": True, "event": False}
+        assert s.stats()["eventsOff"] is True
+        _grant_events(kube_env, namespace)
+        n, deadline = 1, time.monotonic() + 30
+        while True:
+            n += 1
+            parts = result(n)
+            if parts["event"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert parts == {"pod": True, "store": True, "event": True}, (n, parts)
+        assert s.stats()["eventsOff"] is False
+        assert any(f"v{n}" in e.get("message", "") for e in admin.events_for(name, namespace))
     finally:
         s.close()
