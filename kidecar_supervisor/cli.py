@@ -121,9 +121,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PrivilegeError as exc:
         print(f"kidecar: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    # the supervisor imports what its children use *before* it forks them, so those
-    # pages are shared (PSS) instead of loaded again in each child
-    import kidecar_supervisor.http_server  # noqa: F401 - gunicorn, for the HTTP child
+    # the supervisor imports what several children use *before* it forks them, so
+    # those pages are shared (PSS) instead of loaded again in each child; the HTTP
+    # stack (flask, werkzeug, gunicorn, prometheus_client) is the HTTP child's alone
+    # and is imported there: pages one child touches cost less there (docs/footprint.md)
     import kidecar_supervisor.plugin_runtime  # noqa: F401 - every plugin process
     import kidecar_supervisor.storage.local  # noqa: F401 - sqlite3, for the storage child
     from kidecar_supervisor.config import (
@@ -133,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         machine_problems,
     )
     from kidecar_supervisor.config_reader import ConfigError
-    from kidecar_supervisor.http_app import load_token
+    from kidecar_supervisor.http_token import load_token
     from kidecar_supervisor.structured_log import setup_logging
     from kidecar_supervisor.supervisor import RunOptions, Supervisor
 

@@ -7,7 +7,6 @@ time without losing anything.
 
 from __future__ import annotations
 
-import os
 import secrets
 from typing import Any
 
@@ -33,16 +32,6 @@ HEALTH_TIMEOUT = 1.0
 STATUS_TIMEOUT = 5.0
 #: a hot update waits for its download; the plugin enforces its own deadlines
 HOT_UPDATE_TIMEOUT = 3600.0
-
-
-def load_token(explicit: str = "", token_file: str = "") -> str:
-    """The bearer token for mutating routes: KIDECAR_TOKEN, then config, then file."""
-    token = os.environ.get("KIDECAR_TOKEN") or explicit
-    path = os.environ.get("KIDECAR_TOKEN_FILE") or token_file
-    if not token and path:
-        with open(path, encoding="utf-8") as handle:
-            token = handle.read().strip()
-    return token
 
 
 def error(status: int, message: str, **fields: Any) -> tuple[Response, int]:

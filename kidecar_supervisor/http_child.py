@@ -81,7 +81,7 @@ class HttpChild:
         self.config = config
         self.shutdown_grace = shutdown_grace
         self._listener = listener
-        self._app: Any = None
+        self._token = ""
         self._client: ControlClient | None = None
         #: a new HTTP child started by a restart, not serving yet
         self.successor: Child | None = None
@@ -89,12 +89,17 @@ class HttpChild:
         self.retiring: list[Child] = []
 
     # -- the forked child ---------------------------------------------------------------
-    def build_app(self, address: str, authkey: bytes, token: str) -> None:
-        """Built once, before forking: every HTTP child shares its pages."""
-        from kidecar_supervisor.http_app import create_app
+    def prepare(self, address: str, authkey: bytes, token: str) -> None:
+        """The control client, built before forking; the Flask app is built in the child.
 
+        Only the HTTP child uses flask, werkzeug, gunicorn and prometheus_client.
+        Imported in the supervisor, their pages would be shared by all five
+        processes, yet the HTTP child writes reference counts over most of them
+        and copies those pages anyway: the tree's PSS is ~2 MiB lower with them
+        imported in the child alone (issue 16, docs/footprint.md).
+        """
         self._client = ControlClient(address, authkey)
-        self._app = create_app(self._client, token=token)
+        self._token = token
 
     def keep_fds(self) -> set[int]:
         listener = self._listener()
@@ -102,6 +107,7 @@ class HttpChild:
 
     def body(self, conn: Connection) -> int:
         """Runs in the forked HTTP child: serve until SIGTERM (graceful)."""
+        from kidecar_supervisor.http_app import create_app
         from kidecar_supervisor.http_server import serve_http
 
         listener = self._listener()
@@ -116,7 +122,8 @@ class HttpChild:
             except ControlError as exc:
                 log.warning("could not report the HTTP worker ready: %s", exc)
 
-        return serve_http(self._app, listener.fileno(), self.settings(), self.config.log_level,
+        app = create_app(client, token=self._token)
+        return serve_http(app, listener.fileno(), self.settings(), self.config.log_level,
                           worker_ready)
 
     def settings(self) -> HttpSettings:

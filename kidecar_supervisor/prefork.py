@@ -17,9 +17,10 @@ before ``gc.freeze()`` and the first fork:
   every process's PSS, and a child reusing a freed chunk would copy the old
   page instead of getting a fresh one (about 1 MiB RSS per process measured).
 
-Modules only one child uses are *not* imported here: a page only one process
-touches costs the same in the child as in the parent, and the parent would
-carry it for every restart of that child.
+Modules only one child uses are *not* imported here (the HTTP stack is the HTTP
+child's, InKube's modules the storage child's): imported in the parent, their
+pages are counted once as shared and again for every page that child copies
+when it writes a reference count; imported in the child, only once.
 """
 
 from __future__ import annotations

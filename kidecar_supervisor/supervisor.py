@@ -165,7 +165,7 @@ class Supervisor:
         authkey = create_authkey(self.options.state_dir)
         self._control = ControlServer(address, authkey, self.inbox.submit)
         self._control.start()
-        self.http.build_app(address, authkey, self.options.token)
+        self.http.prepare(address, authkey, self.options.token)
         gc.collect()
         build_shared()
         gc.freeze()  # forked children share these pages instead of copying them on GC

@@ -20,16 +20,17 @@ from tests.support.sidecar_process import Sidecar, start_sidecar
 pytestmark = pytest.mark.slow
 
 
-def _sidecar(tmp_path: Path, plugins: list[dict], **top: object) -> Sidecar:
-    return start_sidecar({"plugins": plugins, **top}, tmp_path)
+def _sidecar(tmp_path: Path, plugins: list[dict], serving_only: bool = False,
+             **top: object) -> Sidecar:
+    return start_sidecar({"plugins": plugins, **top}, tmp_path, serving_only=serving_only)
 
 
 @pytest.fixture
 def running(tmp_path: Path):
     started: list[Sidecar] = []
 
-    def start(plugins: list[dict], **top: object) -> Sidecar:
-        sidecar = _sidecar(tmp_path, plugins, **top)
+    def start(plugins: list[dict], serving_only: bool = False, **top: object) -> Sidecar:
+        sidecar = _sidecar(tmp_path, plugins, serving_only, **top)
         started.append(sidecar)
         return sidecar
 
@@ -84,7 +85,7 @@ def test_on_failure_policy_restarts_a_failing_exit(running) -> None:
 def test_crash_loop_marks_failed_and_fails_healthz(running) -> None:
     sidecar = running([{"name": "test_crasher", "config": {"exitCode": 2},
                         "maxRestarts": 3, "restartWindowSeconds": 60, "backoffSeconds": 0.05},
-                       {"name": "test_sleeper"}])
+                       {"name": "test_sleeper"}], serving_only=True)
     info = sidecar.wait_state("test_crasher", "Failed")
     assert info["restarts"] == 3
     assert "crash loop" in info["lastError"]
@@ -318,7 +319,7 @@ def test_cli_status_restart_and_health(running, tmp_path: Path) -> None:
 
 def test_init_failure_is_reported_and_budgeted(running) -> None:
     sidecar = running([{"name": "test_crasher", "maxRestarts": 2, "backoffSeconds": 0.05,
-                        "config": {"failInit": True}}])
+                        "config": {"failInit": True}}], serving_only=True)
     info = sidecar.wait_state("test_crasher", "Failed")
     assert info["restarts"] == 2 and info["lastExitCode"] == 78
     assert "crash loop" in info["lastError"]

@@ -135,8 +135,12 @@ def start_sidecar(config: dict[str, Any] | str | Path, tmp_path: Path,
                   env: dict[str, str] | None = None, wait_ready: bool = False,
                   timeout: float = 20.0, port: int | None = None,
                   limits: PodLimits | None = None, host: str = "127.0.0.1",
-                  prefix: list[str] | None = None, reach: str | None = None) -> Sidecar:
+                  prefix: list[str] | None = None, reach: str | None = None,
+                  serving_only: bool = False) -> Sidecar:
     """Start ``kidecar run`` on a free port and wait until /healthz answers 200.
+
+    ``serving_only`` waits for any answer instead (200 or 503): a plugin that
+    fails at once may reach Failed, and /healthz 503, before HTTP serves.
 
     With ``limits`` the whole sidecar tree runs inside that cgroup (pod limits).
     ``host`` is the bind address, ``prefix`` runs the command under a wrapper
@@ -160,6 +164,7 @@ def start_sidecar(config: dict[str, Any] | str | Path, tmp_path: Path,
     if reach is not None:
         sidecar.url = f"http://{reach}:{port}"
     path = "/readyz" if wait_ready else "/healthz"
-    sidecar.wait_for(lambda: sidecar.get(path, timeout=2).status_code == 200, timeout,
-                     what=f"{path} 200")
+    wanted = (200, 503) if serving_only else (200,)
+    sidecar.wait_for(lambda: sidecar.get(path, timeout=2).status_code in wanted, timeout,
+                     what=f"{path} {' or '.join(map(str, wanted))}")
     return sidecar
