@@ -270,15 +270,23 @@ class GuardedThreadWorker(ThreadWorker):
             oldest = next(iter(self.waiting))
             self._close_waiting(oldest)
 
-    def _on_head_readable(self, conn: WaitingConn, _sock: Any) -> None:
+    def _receive(self, conn: WaitingConn) -> bytes | None:
+        """What arrived on ``conn``, or None: nothing yet, or the peer closed (then so
+        do we: an error or EOF on a waiting connection ends it)."""
         try:
             data = conn.sock.recv(_RECV_BYTES)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError:
             data = b""
         if not data:
             self._close_waiting(conn)
+            return None
+        return data
+
+    def _on_head_readable(self, conn: WaitingConn, _sock: Any) -> None:
+        data = self._receive(conn)
+        if data is None:
             return
         if not conn.head:  # the first byte of a request on a kept-alive connection
             conn.timeout = time.monotonic() + self.limits.header_timeout
@@ -340,14 +348,7 @@ class GuardedThreadWorker(ThreadWorker):
         self._evict_beyond_limit()
 
     def _on_linger(self, conn: WaitingConn, _sock: Any) -> None:
-        try:
-            data = conn.sock.recv(_RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_waiting(conn)
+        self._receive(conn)  # what a lingering client still sends is dropped
 
     def _dispatch(self, conn: WaitingConn) -> None:
         """Hand a connection whose head is complete to a thread (probe or user)."""
