@@ -16,7 +16,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,3 +194,14 @@ def wait_until(predicate: Any, timeout: float = 60.0, what: str = "condition") -
 
 def uid(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:5]}"
+
+
+@contextmanager
+def running_fleet(kube_env: Any, directory: Path) -> Iterator[Fleet]:
+    """A Fleet with its own loopback file server; every sidecar and game stopped after."""
+    with UpstreamServer() as upstream:
+        fleet = Fleet(kube_env, directory, upstream)
+        try:
+            yield fleet
+        finally:
+            fleet.stop()

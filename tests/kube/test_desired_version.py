@@ -16,20 +16,15 @@ from typing import Any
 import pytest
 
 from kidecar_supervisor.rollout.spec import DESIRED_ANNOTATION
-from tests.kube.rollout_fleet import Fleet, Member, uid, wait_until
-from tests.support.upstream_server import UpstreamServer
+from tests.kube.rollout_fleet import Fleet, Member, running_fleet, uid, wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def fleet(kube_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with UpstreamServer() as upstream:
-        f = Fleet(kube_env, tmp_path_factory.mktemp("desired"), upstream)
-        try:
-            yield f
-        finally:
-            f.stop()
+    with running_fleet(kube_env, tmp_path_factory.mktemp("desired")) as fleet:
+        yield fleet
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube.rollout_fleet import Fleet, Member, uid, wait_until
-from tests.support.upstream_server import UpstreamServer
+from tests.kube.rollout_fleet import Fleet, Member, running_fleet, uid, wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -33,13 +32,9 @@ class Sets:
 
 @pytest.fixture(scope="module")
 def sets(kube_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sets]:
-    with UpstreamServer() as upstream:
-        fleet = Fleet(kube_env, tmp_path_factory.mktemp("rollout"), upstream)
-        try:
-            a_name, b_name = uid("gssa"), uid("gssb")
-            yield Sets(fleet, fleet.create(a_name, 12), fleet.create(b_name, 8))
-        finally:
-            fleet.stop()
+    with running_fleet(kube_env, tmp_path_factory.mktemp("rollout")) as fleet:
+        a_name, b_name = uid("gssa"), uid("gssb")
+        yield Sets(fleet, fleet.create(a_name, 12), fleet.create(b_name, 8))
 
 
 def test_a_gameserverset_rolls_out_in_batches_and_the_other_is_untouched(sets: Sets) -> None:

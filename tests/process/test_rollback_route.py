@@ -12,11 +12,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.fake_game import FakeGame
+from tests.support.hot_update_fixtures import sidecar_config
 from tests.support.sidecar_process import REPO, Sidecar, start_sidecar
 from tests.support.upstream_server import UpstreamServer
 
@@ -24,29 +24,9 @@ pytestmark = pytest.mark.slow
 
 OLD = b"image default\n"
 TOKEN = "rollback-token-0123456789abcdef"
-#: the hot_update plugin answers hot_update_rollback (issue 10 §1, built beside this route)
-ROLLBACK_LANDED = "hot_update_rollback" in (REPO / "workers/hot_update/plugin.py").read_text()
-needs_plugin_rollback = pytest.mark.xfail(
-    not ROLLBACK_LANDED, strict=False,
-    reason="hot_update has no hot_update_rollback yet (issue 10 §1, plugin side)")
-
-
-def config(file_dir: Path, game: FakeGame, **http: Any) -> dict[str, Any]:
-    hot_update: dict[str, Any] = {
-        "loadPatchType": "signal",
-        "signal": {"processName": game.tag, "signalName": "SIGHUP"},
-        "fileDir": str(file_dir), "storageConfig": {"type": "Local"}}
-    if ROLLBACK_LANDED:
-        hot_update["keepVersions"] = 3
-    document: dict[str, Any] = {"plugins": [{"name": "hot_update", "config": hot_update}]}
-    if http:
-        document["http"] = http
-    return document
-
-
 @pytest.fixture
 def sidecar(tmp_path: Path, file_dir: Path, game: FakeGame) -> Iterator[Sidecar]:
-    running = start_sidecar(config(file_dir, game), tmp_path, wait_ready=True)
+    running = start_sidecar(sidecar_config(file_dir, game, keep_versions=3), tmp_path, wait_ready=True)
     yield running
     assert running.stop() == 0
     assert running.alive_leftovers() == []
@@ -85,7 +65,8 @@ def test_bad_input_is_refused_before_the_plugin(sidecar: Sidecar, upstream: Upst
 
 def test_a_rollback_needs_the_token_like_every_change(tmp_path: Path, file_dir: Path,
                                                       game: FakeGame) -> None:
-    sidecar = start_sidecar(config(file_dir, game, allowLoopbackWithoutToken=False), tmp_path,
+    sidecar = start_sidecar(sidecar_config(file_dir, game, keep_versions=3,
+                                           allowLoopbackWithoutToken=False), tmp_path,
                             env={"KIDECAR_TOKEN": TOKEN}, wait_ready=True)
     try:
         missing = sidecar.post("/hot-update/rollback")
@@ -95,8 +76,7 @@ def test_a_rollback_needs_the_token_like_every_change(tmp_path: Path, file_dir: 
         # with the token the request reaches the plugin, which has nothing to roll back to
         allowed = kidecar("rollback", "--sidecar", sidecar.url, "--token", TOKEN)
         assert allowed.returncode == 1
-        expected = "HTTP 409" if ROLLBACK_LANDED else "HTTP 404"
-        assert expected in allowed.stderr, allowed.stderr
+        assert "HTTP 409" in allowed.stderr, allowed.stderr
         assert "401" not in allowed.stderr and "403" not in allowed.stderr
     finally:
         assert sidecar.stop() == 0
@@ -117,7 +97,6 @@ def test_unreachable_sidecar_is_exit_3(tmp_path: Path) -> None:
     assert gone.returncode == 3 and "cannot reach the sidecar" in gone.stderr
 
 
-@needs_plugin_rollback
 def test_cli_rolls_back_to_the_previous_and_to_a_named_version(
         sidecar: Sidecar, upstream: UpstreamServer, file_dir: Path, game: FakeGame) -> None:
     for version in ("v1", "v2", "v3"):

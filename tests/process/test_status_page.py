@@ -19,32 +19,19 @@ import pytest
 
 from tests.support.browser import browser_page, screenshot
 from tests.support.fake_game import FakeGame
+from tests.support.hot_update_fixtures import sidecar_config
 from tests.support.sidecar_process import Sidecar, start_sidecar
 from tests.support.upstream_server import UpstreamServer
 
 pytestmark = pytest.mark.slow
 
 OLD = b"image default\n"
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "status-page-token-0123456789"
-#: the hot_update plugin answers hot_update_rollback (issue 10 §1); until then Roll back can't work
-ROLLBACK_LANDED = "hot_update_rollback" in (REPO / "workers/hot_update/plugin.py").read_text()
-
-
-def config(file_dir: Path, game: FakeGame, **http: Any) -> dict[str, Any]:
-    hot_update: dict[str, Any] = {
-        "loadPatchType": "signal",
-        "signal": {"processName": game.tag, "signalName": "SIGHUP"},
-        "fileDir": str(file_dir), "storageConfig": {"type": "Local"}}
-    document: dict[str, Any] = {"plugins": [{"name": "hot_update", "config": hot_update}]}
-    if http:
-        document["http"] = http
-    return document
 
 
 @pytest.fixture
 def sidecar(tmp_path: Path, file_dir: Path, game: FakeGame) -> Iterator[Sidecar]:
-    running = start_sidecar(config(file_dir, game), tmp_path, wait_ready=True)
+    running = start_sidecar(sidecar_config(file_dir, game), tmp_path, wait_ready=True)
     yield running
     assert running.stop() == 0
     assert running.alive_leftovers() == []
@@ -136,8 +123,6 @@ def _bar_percent(page: Any) -> float:
     return float(page.locator("#hu-progress .bar").get_attribute("aria-valuenow"))
 
 
-@pytest.mark.xfail(not ROLLBACK_LANDED, strict=False,
-                   reason="hot_update has no hot_update_rollback yet (issue 10 §1, plugin side)")
 def test_roll_back_button_changes_the_version(sidecar: Sidecar, upstream: UpstreamServer,
                                               game: FakeGame) -> None:
     for version in ("v1", "v2"):
@@ -172,7 +157,7 @@ def test_roll_back_button_changes_the_version(sidecar: Sidecar, upstream: Upstre
 
 def test_buttons_ask_for_the_token_when_the_sidecar_wants_one(
         tmp_path: Path, file_dir: Path, game: FakeGame) -> None:
-    sidecar = start_sidecar(config(file_dir, game, allowLoopbackWithoutToken=False), tmp_path,
+    sidecar = start_sidecar(sidecar_config(file_dir, game, allowLoopbackWithoutToken=False), tmp_path,
                             env={"KIDECAR_TOKEN": TOKEN}, wait_ready=True)
     try:
         before = sidecar.wait_state("hot_update", "Running")
@@ -261,8 +246,6 @@ def test_stop_and_start_without_a_hot_update_plugin(tmp_path: Path) -> None:
     assert sidecar.alive_leftovers() == []
 
 
-@pytest.mark.xfail(not (REPO / "workers/hot_update/url_redaction.py").exists(), strict=False,
-                   reason="hot_update does not redact URLs yet (issue 10 §3, plugin side)")
 def test_credentials_in_urls_never_reach_the_page(sidecar: Sidecar,
                                                   upstream: UpstreamServer) -> None:
     secrets = ("s3cretpass", "t0psecret")
