@@ -100,6 +100,20 @@ def update(sidecar: Sidecar, upstream: UpstreamServer) -> tuple[int, dict]:
     return reply.status_code, reply.json()
 
 
+def assert_refused(sidecar: Sidecar, game: Game, game_uid: int, kidecar_uid: int) -> None:
+    """An update whose SIGHUP the kernel refuses: a 500 at the reload stage, in the
+    reply and the log, naming what the pod needs; the game got no signal."""
+    with UpstreamServer() as upstream:
+        status, body = update(sidecar, upstream)
+    needs = (f"the game runs as uid {game_uid} and kidecar as uid {kidecar_uid} without "
+             "CAP_KILL: run kidecar as the game's uid")
+    assert status == 500 and body["stage"] == "reload", body
+    assert needs in str(body), body
+    assert "add the KILL capability" in str(body)
+    assert needs in sidecar.log()
+    assert game.hups() == 0
+
+
 def _wait_report(game: Game) -> None:
     import time
 
@@ -148,15 +162,7 @@ def test_a_refused_signal_says_what_the_pod_needs(shared: Path) -> None:
     _wait_report(game)
     sidecar = sidecar_for(game, shared, as_user(IMAGE_UID), owner=IMAGE_UID)
     try:
-        with UpstreamServer() as upstream:
-            status, body = update(sidecar, upstream)
-        needs = (f"the game runs as uid 0 and kidecar as uid {IMAGE_UID} without CAP_KILL: "
-                 "run kidecar as the game's uid")
-        assert status == 500 and body["stage"] == "reload", body
-        assert needs in str(body), body
-        assert "add the KILL capability" in str(body)
-        assert needs in sidecar.log()
-        assert game.hups() == 0
+        assert_refused(sidecar, game, game_uid=0, kidecar_uid=IMAGE_UID)
     finally:
         sidecar.stop()
         game.stop()
@@ -221,15 +227,7 @@ def test_bare_image_root_keeping_nothing_is_refused_by_a_game_of_another_uid(
     sidecar = sidecar_for(game, shared, prefix=[], owner=0,
                           env={"KIDECAR_KEEP_CAPABILITIES": ""})
     try:
-        with UpstreamServer() as upstream:
-            status, body = update(sidecar, upstream)
-        needs = (f"the game runs as uid {GAME_UID} and kidecar as uid 0 without CAP_KILL: "
-                 "run kidecar as the game's uid")
-        assert status == 500 and body["stage"] == "reload", body
-        assert needs in str(body), body
-        assert "add the KILL capability" in str(body)
-        assert needs in sidecar.log()
-        assert game.hups() == 0
+        assert_refused(sidecar, game, game_uid=GAME_UID, kidecar_uid=0)
         fields = status_fields(sidecar.plugin("hot_update")["pid"])
         assert int(fields["CapEff"], 16) == 0 and int(fields["CapBnd"], 16) == 0
     finally:
