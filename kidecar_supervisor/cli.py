@@ -121,6 +121,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PrivilegeError as exc:
         print(f"kidecar: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    # requests' charset detector is never used by kidecar: not loaded unless asked for
+    from kidecar_supervisor.deferred_modules import defer_unused
+
+    defer_unused()
     # the supervisor imports what several children use *before* it forks them, so
     # those pages are shared (PSS) instead of loaded again in each child; the HTTP
     # stack (flask, werkzeug, gunicorn, prometheus_client) is the HTTP child's alone

@@ -483,3 +483,18 @@ def test_signalling_a_child_at_once_never_reaches_the_supervisor(running) -> Non
         sidecar.post("/plugins/test_sleeper/start")
     assert sidecar.proc.poll() is None, sidecar.log()
     assert "shutting down" not in sidecar.log()
+
+
+def test_no_process_of_the_tree_loads_requests_charset_detector(running, tmp_path: Path) -> None:
+    """requests imports charset_normalizer (2.6 MiB) only to guess encodings kidecar
+    never asks for: deferred, no process of the tree maps it (issue 16)."""
+    sidecar = running([{"name": "hot_update", "config": {
+        "fileDir": str(tmp_path / "shared"), "loadPatchType": "signal",
+        "signal": {"processName": "no-such-game", "signalName": "SIGHUP"}}}])
+    sidecar.wait_for(lambda: sidecar.get("/readyz").status_code == 200, what="ready")
+    pids = sidecar.tree_pids()
+    assert len(pids) >= 4  # supervisor, storage, http, hot_update
+    maps = {pid: Path(f"/proc/{pid}/maps").read_text() for pid in pids}
+    assert any("python3" in text for text in maps.values())  # the maps were readable
+    loaded = [pid for pid, text in maps.items() if "/charset_normalizer/" in text]
+    assert loaded == [], f"charset_normalizer mapped in {loaded}"
