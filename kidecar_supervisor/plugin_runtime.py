@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kidecar_supervisor import protocol
+from kidecar_supervisor.heap import release_free_heap
 from kidecar_supervisor.plugin_api import Plugin, PluginCallError, PluginContext, PodIdentity
 from kidecar_supervisor.storage.proxy import RemoteStore
 from kidecar_supervisor.structured_log import set_role
@@ -132,6 +133,7 @@ class PluginRuntime:
             except Exception as exc:  # noqa: BLE001 - a status bug is reported, not fatal
                 infos = {"statusError": f"{type(exc).__name__}: {exc}"}
             self.send(protocol.heartbeat(infos, self.plugin.version))
+            release_free_heap()  # what the last calls freed goes back (heap.py)
 
     # -- lifecycle -------------------------------------------------------------
     def request_stop(self, grace: float | None = None) -> None:

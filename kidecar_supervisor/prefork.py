@@ -25,11 +25,11 @@ when it writes a reference count; imported in the child, only once.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import ssl
 
 from urllib3.util.ssl_ import create_urllib3_context
+
+from kidecar_supervisor.heap import release_free_heap
 
 #: kept for the life of the process (and so of every child's copy of it)
 _KEPT: list[object] = []
@@ -44,17 +44,3 @@ def build_shared() -> None:
 def _openssl_warmed() -> ssl.SSLContext:
     """A client context as urllib3 makes them: OpenSSL's providers and ciphers loaded."""
     return create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-
-
-def release_free_heap() -> None:
-    """Give glibc's free heap pages back to the kernel (no-op without glibc)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # musl has no malloc_trim
-        return
-    trim.argtypes = [ctypes.c_size_t]
-    trim(0)
