@@ -27,6 +27,7 @@ from kidecar_supervisor.storage.proxy import RemoteStore
 from kidecar_supervisor.structured_log import set_role
 
 EXIT_INIT_FAILED = 78  # EX_CONFIG: the plugin refused to start
+SUPERVISOR_GONE = "the supervisor is gone (its pipe is closed); this plugin process is stopping"
 
 
 class CallTimeout(Exception):
@@ -47,6 +48,8 @@ class PluginRuntime:
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[threading.Event, list[protocol.Reply]]] = {}
         self._pending_lock = threading.Lock()
+        #: the supervisor's end of the pipe is closed: no call can be answered any more
+        self._orphaned = False
         self._active_calls = 0
         self._calls_done = threading.Condition()
         self.ctx = PluginContext(
@@ -71,6 +74,8 @@ class PluginRuntime:
         done = threading.Event()
         slot: list[protocol.Reply] = []
         with self._pending_lock:
+            if self._orphaned:
+                raise PluginCallError(503, f"{target}.{method}: {SUPERVISOR_GONE}")
             self._pending[call_id] = (done, slot)
         self.send(protocol.call(call_id, method, params, target=target))
         if not done.wait(timeout):
@@ -90,6 +95,7 @@ class PluginRuntime:
                 message: protocol.PipeMessage = self.conn.recv()
             except (EOFError, OSError):
                 self.log.warning("supervisor pipe closed; stopping")
+                self._fail_pending()
                 self.request_stop()
                 return
             if message["t"] == "reply":
@@ -107,6 +113,17 @@ class PluginRuntime:
                                                    f"plugin overloaded: {exc}"))
             elif message["t"] == "stop":
                 self.request_stop(message.get("grace"))
+
+    def _fail_pending(self) -> None:
+        """Nobody will answer a call now: its caller hears so at once, instead of holding
+        what it holds (an update holds fileDir's lock) until its timeout while a new
+        kidecar waits for it."""
+        with self._pending_lock:
+            self._orphaned = True
+            waiters, self._pending = list(self._pending.items()), {}
+        for call_id, (done, slot) in waiters:
+            slot.append(protocol.reply_error(call_id, 503, SUPERVISOR_GONE))
+            done.set()
 
     def _serve_call(self, message: protocol.Call) -> None:
         with self._calls_done:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -267,9 +265,7 @@ def test_sidecar_killed_while_confirming_finishes_on_restart(
         poster.start()
         sidecar.wait_for(lambda: sidecar.get("/hot-update").json()["stage"] == "confirming",
                          timeout=20)
-        for pid in sidecar.tree_pids():
-            os.kill(pid, signal.SIGKILL)
-        sidecar.proc.wait(10)
+        sidecar.kill_all()
         poster.join(20)
     finally:
         if sidecar.proc.poll() is None:
@@ -303,9 +299,7 @@ def test_sidecar_killed_while_a_slow_game_loads_confirms_on_restart(
         poster.start()
         sidecar.wait_for(lambda: sidecar.get("/hot-update").json()["stage"] == "confirming",
                          timeout=20)
-        for pid in sidecar.tree_pids():
-            os.kill(pid, signal.SIGKILL)
-        sidecar.proc.wait(10)
+        sidecar.kill_all()
         poster.join(20)
     finally:
         if sidecar.proc.poll() is None:

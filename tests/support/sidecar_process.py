@@ -97,6 +97,29 @@ class Sidecar:
         self._tree |= pids
         return pids
 
+    def kill_all(self, timeout: float = 10.0) -> None:
+        """SIGKILL the whole sidecar, as a node losing the pod would, and wait until no
+        process of it is left: the tree as it is now, and any process still running
+        with this sidecar's state dir on its command line (a forked child re-parented
+        before the tree was read). A survivor would keep fileDir's lock from the
+        kidecar started next."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.proc.poll()  # reap the supervisor once it is dead
+            victims = {pid for pid in self.tree_pids() if _alive(pid)}
+            victims |= _running_with_state_dir(self.state_dir)
+            if not victims:
+                break
+            for pid in victims:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"processes of the sidecar survive SIGKILL: {victims}")
+            time.sleep(0.05)
+        self.proc.wait(timeout)
+
     def stop(self, timeout: float = 40.0) -> int:
         """SIGTERM the supervisor and wait; every process it ever had must be gone."""
         self.tree_pids()
@@ -120,6 +143,26 @@ class Sidecar:
             except psutil.NoSuchProcess:
                 pass
         return left
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _running_with_state_dir(state_dir: Path) -> set[int]:
+    """Live kidecar processes (no zombies) started with ``--state-dir state_dir``."""
+    found = set()
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or "--state-dir" not in cmdline:
+            continue
+        index = cmdline.index("--state-dir")
+        if cmdline[index + 1:index + 2] == [str(state_dir)]:
+            found.add(proc.pid)
+    return found
 
 
 def write_config(config: dict[str, Any] | str | Path, tmp_path: Path) -> Path:

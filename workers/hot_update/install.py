@@ -46,7 +46,14 @@ class DirectoryBusy(Exception):
 def _flock(fd: int, wait: float | None) -> None:
     """Exclusive flock; ``wait`` None blocks, else DirectoryBusy after ``wait`` seconds."""
     if wait is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # say so: a wait here (at start-up, or restoring) is otherwise a silent hang
+            log.warning("fileDir is locked by another kidecar process (a hot-upgrade peer "
+                        "updating it, or a previous run finishing its update); waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            log.info("fileDir's lock is free again; going on")
         return
     deadline = time.monotonic() + wait
     while True:
