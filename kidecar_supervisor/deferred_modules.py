@@ -22,7 +22,11 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
+import threading
 import types
+
+#: held while a stand-in is swapped for its module (re-entrant: a module may import another)
+_LOADING = threading.RLock()
 
 #: what requests imports at its own import and kidecar's code never calls
 UNUSED_BY_KIDECAR = ("charset_normalizer", "chardet")
@@ -42,10 +46,12 @@ class DeferredModule(types.ModuleType):
         return getattr(self.load(), attr)
 
     def load(self) -> types.ModuleType:
-        """The real module, imported now if it was not yet."""
-        if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
-        return importlib.import_module(self.__name__)
+        """The real module, imported now if it was not yet (one thread replaces the
+        stand-in; any other asking meanwhile waits and gets the same module)."""
+        with _LOADING:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            return importlib.import_module(self.__name__)
 
 
 def defer(name: str, distribution: str | None = None) -> bool:

@@ -54,3 +54,29 @@ def test_nothing_to_defer_when_imported_or_missing(not_imported: str) -> None:
 
     assert defer(not_imported) is False
     assert not isinstance(sys.modules[not_imported], DeferredModule)
+
+
+def test_threads_using_it_first_at_once_all_get_the_real_module(not_imported: str) -> None:
+    import threading
+
+    defer(not_imported)
+    stand_in = sys.modules[not_imported]
+    start = threading.Barrier(8)
+    got: list[object] = []
+    errors: list[BaseException] = []
+
+    def use() -> None:
+        start.wait()
+        try:
+            got.append(stand_in.IniConfig)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert len(got) == 8 and len({id(g) for g in got}) == 1
+    assert sys.modules[not_imported].IniConfig is got[0]
