@@ -54,7 +54,7 @@ class DeferredModule(types.ModuleType):
             return importlib.import_module(self.__name__)
 
 
-def defer(name: str, distribution: str | None = None) -> bool:
+def defer(name: str) -> bool:
     """Defer ``name``'s import until first use; False if it is already imported or
     not installed (nothing to defer then)."""
     if name in sys.modules:
@@ -63,7 +63,7 @@ def defer(name: str, distribution: str | None = None) -> bool:
     if spec is None:
         return False
     try:
-        version = importlib.metadata.version(distribution or name)
+        version = importlib.metadata.version(name)  # the distribution's name, normalised
     except importlib.metadata.PackageNotFoundError:
         return False
     path = spec.submodule_search_locations

@@ -135,14 +135,7 @@ class Sidecar:
         return int(self.proc.returncode)
 
     def alive_leftovers(self) -> list[int]:
-        left = []
-        for pid in self._tree:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    left.append(pid)
-            except psutil.NoSuchProcess:
-                pass
-        return left
+        return [pid for pid in self._tree if _alive(pid)]
 
 
 def _alive(pid: int) -> bool:
