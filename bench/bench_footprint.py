@@ -86,7 +86,7 @@ class Tree:
 
 
 def roles(base_url: str, root: int) -> dict[int, str]:
-    """pid → role from /plugins (storage and http included)."""
+    """pid → role from /plugins (http, which runs the store, included)."""
     out = {root: "supervisor"}
     for entry in requests.get(f"{base_url}/plugins", timeout=5).json():
         if entry.get("pid"):

@@ -3,8 +3,8 @@
 Everything runs as real processes on this machine:
 
 - kidecar: ``kidecar run`` found next to the interpreter running the bench, else on
-  PATH, else ``python -m kidecar_supervisor.cli`` (supervisor + one gunicorn worker (HTTP) +
-  storage process + the plugins);
+  PATH, else ``python -m kidecar_supervisor.cli`` (supervisor + one gunicorn worker (HTTP,
+  with the store on a thread) + the plugins);
 - peers: ``supervisord`` and ``circusd`` from PyPI, installed on demand into
   their own venv (``~/.cache/kidecar/bench-venv``, or ``$KIDECAR_BENCH_VENV``),
   never into the project's. They run with their default settings; the ones
@@ -646,8 +646,8 @@ def _crash_and_idle(base: Path, versions: dict[str, str], kills: int,
                    f"{cc}: {cpu['circus'][0]:.2f} % (whole tree {cpu['circus'][1]:.2f} %)"),
          "aim": "~0 %",
          "notes": ("% of one core from /proc/PID/task/*/schedstat (ns) of the supervisor "
-                   "process; kidecar's tree adds the gunicorn worker (HTTP) and the storage "
-                   "process (heartbeat every 2 s)")},
+                   "process; kidecar's tree adds the gunicorn worker (HTTP, with the store; "
+                   "heartbeat every 1 s)")},
         {"benchmark": "idle tree PSS / USS, 2 binary plugins (`sleep`)",
          "kidecar": k.text(),
          "peers": f"{sv}: {prints['supervisord'].text()}; {cc}: {prints['circus'].text()}",

@@ -136,7 +136,7 @@ class Child:
 
     @property
     def callable(self) -> bool:
-        """Answers routed calls (plugins and storage, not binaries or HTTP)."""
+        """Answers routed calls (plugins, and HTTP for its store; not binaries)."""
         return self.kind in CALLABLE_KINDS
 
     # -- the one place a state changes --------------------------------------------
@@ -307,15 +307,7 @@ class Child:
         self._check_heartbeat(now)
 
     def _check_heartbeat(self, now: float) -> None:
-        if not self.alive:
-            return
-        if self.kind == ChildKind.HTTP:  # beats from its poller loop once it serves
-            silent = now - self.last_message_at
-            if self.state == ChildState.RUNNING and self.ready and (
-                    silent > self.restart.heartbeat_timeout_seconds):
-                self.kill_hung(f"the HTTP worker sent no heartbeat for {silent:.1f}s")
-            return
-        if not self.callable:
+        if not self.alive or not self.callable:
             return
         limit = self.restart.start_timeout_seconds
         if self.state == ChildState.STARTING and now - self.started_at > limit:
@@ -325,7 +317,10 @@ class Child:
             return
         silent = now - self.last_message_at
         if silent > self.restart.heartbeat_timeout_seconds:
-            self.kill_hung(f"no heartbeat for {silent:.1f}s")
+            # a serving HTTP child beats only while its worker's poller turns
+            what = "the HTTP worker sent no heartbeat" if self.kind == ChildKind.HTTP else (
+                "no heartbeat")
+            self.kill_hung(f"{what} for {silent:.1f}s")
 
     def next_deadline(self) -> float | None:
         """The earliest timer of this child (restart or kill), for the loop's sleep."""

@@ -10,19 +10,30 @@ answered and no connection waits for nobody. A new child that dies before it
 serves is dropped; the old one never stopped.
 
 Hang detection (the arbiter's job before it went): the worker's poller loop
-turns at least once a second, and each turn (``notify``) writes a heartbeat to
-the child's pipe, at most once per ``HEARTBEAT_INTERVAL``, without ever
-blocking. A worker that serves but sends no beat for
+turns at least once a second, and each turn (``notify``) records a pulse. The
+store's runtime sends a heartbeat every ``HEARTBEAT_INTERVAL``, but while HTTP
+serves only if the poller pulsed within ``PULSE_LIMIT_SECONDS``. A worker that
+serves but sends no beat for
 ``HEARTBEAT_TIMEOUT_SECONDS`` (a deadlock, a stopped process, a poller stuck in
 a call) is killed by the supervisor and started again on the same socket,
 long before the kubelet's liveness probe would restart the whole container.
+
+The store (``StorageService``, every ResultStore) runs inside the HTTP child on
+a thread of its own (``store_thread.py``, issue 16): the router's ``storage``
+calls go to the HTTP child that serves. Its life therefore has two halves.
+It starts its store first and serves HTTP once the store runs (under a
+hot-upgrade takeover, only once the supervisor says ``serve``: the plugins run
+by then). SIGTERM stops its HTTP worker gracefully; the store goes on taking
+the plugins' last results until the supervisor sends it ``stop``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,47 +43,42 @@ from typing import Any
 from kidecar_supervisor.child import Child, ChildOps
 from kidecar_supervisor.config import HttpSettings, RestartSettings, SidecarConfig
 from kidecar_supervisor.control_channel import ControlClient, ControlError
-from kidecar_supervisor.pipe_frames import encode
-from kidecar_supervisor.protocol import Op, heartbeat, request
+from kidecar_supervisor.plugin_runtime import PluginRuntime
+from kidecar_supervisor.protocol import Op, request
+from kidecar_supervisor.protocol import serve as serve_message
 from kidecar_supervisor.states import ChildKind
+from kidecar_supervisor.store_thread import StoreThread
 
 log = logging.getLogger("kidecar.http")
 
-#: HTTP (and storage) are part of kidecar itself: they restart forever, quickly
-INTERNAL_RESTART = RestartSettings(policy="Always", backoff_seconds=0.2, max_backoff_seconds=5.0,
-                                   max_restarts=1_000_000, heartbeat_timeout_seconds=60.0)
-#: the worker beats at most this often; the supervisor kills a serving one silent this long
+#: the child beats this often; the supervisor kills a serving one silent this long
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TIMEOUT_SECONDS = 6.0
-HTTP_RESTART = replace(INTERNAL_RESTART, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS)
+#: a serving child beats only if its poller turned within this (it turns every second)
+PULSE_LIMIT_SECONDS = 3.0
+#: HTTP (with the store) is part of kidecar itself: it restarts forever, quickly
+HTTP_RESTART = RestartSettings(policy="Always", backoff_seconds=0.2, max_backoff_seconds=5.0,
+                               max_restarts=1_000_000,
+                               heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS)
 NAME = "http"
 
+#: builds the store's runtime on the child's pipe: (conn, beat_while, on_serve)
+StoreFactory = Callable[[Connection, Callable[[], bool], Callable[[], None]], PluginRuntime]
 
-class PipeHeartbeat:
-    """Heartbeats into the HTTP child's end of its pipe, never blocking the poller loop:
-    a supervisor that does not read must not wedge the worker it would judge."""
 
-    def __init__(self, conn: Connection, interval: float = HEARTBEAT_INTERVAL) -> None:
-        self.fd = conn.fileno()
-        os.set_blocking(self.fd, False)
-        self.interval = interval
-        self._last = 0.0
-        self._unsent = b""
+class PollerPulse:
+    """When the HTTP worker's poller last turned; the store's heartbeat asks it."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self.serving = False
 
     def beat(self) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            return
-        self._last = now
-        if not self._unsent:  # a frame partly written goes on first: the stream stays whole
-            self._unsent = encode(heartbeat({"pid": os.getpid()}, ""))
-        try:
-            written = os.write(self.fd, self._unsent)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return  # the supervisor is gone: gunicorn's parent check ends the worker
-        self._unsent = self._unsent[written:]
+        self._last = time.monotonic()
+
+    def alive(self) -> bool:
+        """Not serving (starting, or stopped with the store finishing), or turning."""
+        return not self.serving or time.monotonic() - self._last < PULSE_LIMIT_SECONDS
 
 
 class HttpChild:
@@ -83,6 +89,9 @@ class HttpChild:
         self._listener = listener
         self._token = ""
         self._client: ControlClient | None = None
+        #: a new HTTP child serves as soon as its store runs; False while a hot-upgrade
+        #: takeover boots (``allow_serving`` sends ``serve`` once the plugins run)
+        self.serve_at_once = True
         #: a new HTTP child started by a restart, not serving yet
         self.successor: Child | None = None
         #: HTTP children replaced by a newer one, finishing their requests
@@ -105,24 +114,52 @@ class HttpChild:
         listener = self._listener()
         return {listener.fileno()} if listener is not None else set()
 
-    def body(self, conn: Connection) -> int:
-        """Runs in the forked HTTP child: serve until SIGTERM (graceful)."""
+    def body(self, conn: Connection, make_store: StoreFactory) -> int:
+        """Runs in the forked HTTP child: the store, then HTTP until SIGTERM (graceful),
+        then the store until the supervisor stops it."""
         from kidecar_supervisor.http_app import create_app
         from kidecar_supervisor.http_server import serve_http
 
         listener = self._listener()
         client = self._client
         assert listener is not None and client is not None
-        beats = PipeHeartbeat(conn)
+        pulse = PollerPulse()
+        may_serve = threading.Event()
+        if self.serve_at_once:
+            may_serve.set()
+        store = StoreThread(make_store(conn, pulse.alive, may_serve.set))
+        stopping = threading.Event()
 
+        def stop_before_serving(*_: Any) -> None:
+            stopping.set()
+            may_serve.set()
+
+        signal.signal(signal.SIGTERM, stop_before_serving)  # gunicorn's own replaces it
+        store.start()
+        app = create_app(client, token=self._token)
+        if not store.wait_started():
+            return store.join()
+        may_serve.wait()
+        code = 0
+        if not stopping.is_set() and store.alive:
+            code = self._serve(serve_http, app, listener, client, pulse, stopping)
+        pulse.serving = False
+        # HTTP has stopped; the store answers the plugins' last calls until told to stop
+        return store.join() or code
+
+    def _serve(self, serve_http: Callable[..., int], app: Any, listener: socket.socket,
+               client: ControlClient, pulse: PollerPulse, stopping: threading.Event) -> int:
         def worker_ready(worker: Any) -> None:
-            worker.heartbeat = beats.beat
+            worker.heartbeat = pulse.beat
+            pulse.beat()
+            pulse.serving = True
+            if stopping.is_set():  # SIGTERM came before gunicorn's handler: stop now
+                os.kill(os.getpid(), signal.SIGTERM)
             try:
                 client.request(request(Op.HTTP_SERVING, pid=os.getpid()), timeout=5.0)
             except ControlError as exc:
                 log.warning("could not report the HTTP worker ready: %s", exc)
 
-        app = create_app(client, token=self._token)
         return serve_http(app, listener.fileno(), self.settings(), self.config.log_level,
                           worker_ready)
 
@@ -142,6 +179,15 @@ class HttpChild:
     @staticmethod
     def new_child(ops: ChildOps) -> Child:
         return Child(NAME, ChildKind.HTTP, HTTP_RESTART, ops, internal=True, boot_order=-1)
+
+    def allow_serving(self, children: list[Child], send: Callable[[Child, Any], bool]) -> None:
+        """A takeover booted: the HTTP child may accept now, and any later one at once."""
+        if self.serve_at_once:
+            return
+        self.serve_at_once = True
+        for child in children + self.extra():
+            if child.kind == ChildKind.HTTP and child.alive:
+                send(child, serve_message())
 
     # -- restart without a gap ------------------------------------------------------------
     def extra(self) -> list[Child]:

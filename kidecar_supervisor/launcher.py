@@ -1,7 +1,7 @@
 """The real ``ChildOps``: fork and exec children, signal them, and move bytes on
 their pipes without ever blocking the main loop.
 
-Forked children (plugins, storage, HTTP) get a duplex pipe; the supervisor's
+Forked children (plugins, and HTTP with the store in it) get a duplex pipe; the supervisor's
 end is non-blocking and registered in the loop's selector. Reads are framed by
 ``PipeFrames`` (never wait for half a message) and bounded per wake-up, so one
 chatty child cannot starve the others or the control requests. Binaries are
@@ -17,6 +17,7 @@ import selectors
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -24,10 +25,12 @@ from typing import Protocol
 
 from kidecar_supervisor import children
 from kidecar_supervisor.child import Child, Process
+from kidecar_supervisor.http_child import HEARTBEAT_INTERVAL, StoreFactory
 from kidecar_supervisor.output_limiter import DropReport
 from kidecar_supervisor.pipe_frames import PipeFrameError, encode
-from kidecar_supervisor.plugin_api import Plugin, PodIdentity
-from kidecar_supervisor.protocol import PipeMessage
+from kidecar_supervisor.plugin_api import PodIdentity
+from kidecar_supervisor.plugin_runtime import PluginRuntime
+from kidecar_supervisor.protocol import STORAGE, PipeMessage
 from kidecar_supervisor.states import ChildKind
 from kidecar_supervisor.storage.service import StorageService
 
@@ -66,7 +69,7 @@ class Launcher:
     """Side effects of the children, for ``Child`` (ChildOps) and the supervisor."""
 
     def __init__(self, selector: selectors.BaseSelector, state_dir: Path,
-                 identity: PodIdentity, http_body: Callable[[Connection], int],
+                 identity: PodIdentity, http_body: Callable[[Connection, StoreFactory], int],
                  keep_fds: Callable[[], set[int]], events: ChildEvents) -> None:
         self.selector = selector
         self.state_dir = state_dir
@@ -97,24 +100,26 @@ class Launcher:
         return Process(pid=pid, conn=parent_end)
 
     def _child_body(self, child: Child, conn: Connection) -> int:
-        """Runs in the forked child: becomes the plugin, the HTTP server or storage."""
+        """Runs in the forked child: becomes the plugin, or the HTTP server and store."""
         from kidecar_supervisor.structured_log import set_role
 
         set_role(child.name)
         if child.kind == ChildKind.HTTP:
-            return self._http_body(conn)
+            return self._http_body(conn, partial(self._store_runtime, child))
         from kidecar_supervisor.plugin_runtime import run_plugin_process
 
-        plugin_class: type[Plugin]
-        config: object
-        if child.kind == ChildKind.STORAGE:
-            plugin_class, config = StorageService, None
-        else:
-            assert child.spec is not None
-            plugin_class, config = child.spec.plugin_class, child.spec.config
+        assert child.spec is not None
         interval = min(2.0, child.restart.heartbeat_timeout_seconds / 4)
-        return run_plugin_process(plugin_class, child.name, config, conn, self.state_dir,
-                                  self.identity, interval, child.restart.stop_grace_seconds)
+        return run_plugin_process(child.spec.plugin_class, child.name, child.spec.config, conn,
+                                  self.state_dir, self.identity, interval,
+                                  child.restart.stop_grace_seconds)
+
+    def _store_runtime(self, child: Child, conn: Connection, beat_while: Callable[[], bool],
+                       on_serve: Callable[[], None]) -> PluginRuntime:
+        """The store's runtime in the HTTP child, on its pipe (http_child, store_thread)."""
+        return PluginRuntime(StorageService, STORAGE, None, conn, self.state_dir, self.identity,
+                             HEARTBEAT_INTERVAL, child.restart.stop_grace_seconds,
+                             beat_while=beat_while, on_serve=on_serve)
 
     def spawn(self, child: Child) -> Process:
         assert child.spec is not None

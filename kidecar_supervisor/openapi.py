@@ -65,7 +65,7 @@ def _object(required: dict[str, Any] | None = None, **optional: Any) -> dict[str
 _STRING = {"type": "string"}
 _NUMBER = {"type": "number"}
 _NAME = {"name": "name", "in": "path", "required": True,
-         "description": "a plugin's name (http and storage are kidecar's own)",
+         "description": "a plugin's name (http, which also runs the store, is kidecar's own)",
          "schema": {"type": "string"}}
 
 
@@ -119,7 +119,7 @@ def _paths() -> dict[str, Any]:
         "/plugins/{name}": {"get": {"summary": "one plugin", "parameters": [_NAME],
                                     "responses": _responses((404, 503), _ref("Plugin"))}},
         "/plugins/{name}/{action}": {"post": {
-            "summary": "restart, stop or start a plugin (http and storage: restart only)",
+            "summary": "restart, stop or start a plugin (http: restart only)",
             "parameters": [_NAME, {"name": "action", "in": "path", "required": True,
                                    "schema": {"type": "string",
                                               "enum": ["restart", "stop", "start"]}}],

@@ -1,6 +1,7 @@
 """The plugin side of the supervisor pipe: runs one plugin in its forked process.
 
-Threads: the main thread runs ``plugin.run()``; a reader thread takes
+Threads: the main thread runs ``plugin.run()`` (in the HTTP child, the store's
+runtime runs on a thread of its own, ``store_thread.py``); a reader thread takes
 commands and replies from the pipe; a heartbeat thread sends ``status()``
 every few seconds (a plugin whose status() blocks, or a stopped process, stops
 heart-beating and is killed by the supervisor); each routed call runs in its
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,8 @@ class CallTimeout(Exception):
 class PluginRuntime:
     def __init__(self, plugin_class: type[Plugin], name: str, config: Any, conn: Connection,
                  state_dir: Path, identity: PodIdentity, heartbeat_interval: float,
-                 stop_grace: float) -> None:
+                 stop_grace: float, beat_while: Callable[[], bool] | None = None,
+                 on_serve: Callable[[], None] | None = None) -> None:
         self.plugin = plugin_class()
         self.name = name
         self.conn = conn
@@ -52,6 +55,13 @@ class PluginRuntime:
         self._orphaned = False
         self._active_calls = 0
         self._calls_done = threading.Condition()
+        #: heartbeats are sent only while this holds (the HTTP child: its poller turns)
+        self._beat_while = beat_while
+        #: the supervisor's ``serve`` message (the HTTP child only)
+        self._on_serve = on_serve
+        #: set once init() returned or failed; ``init_failed`` says which
+        self.init_done = threading.Event()
+        self.init_failed = False
         self.ctx = PluginContext(
             name=name, config=config, state_dir=state_dir, identity=identity, logger=self.log,
             _store_factory=lambda cfg: RemoteStore(self.call, cfg),
@@ -113,6 +123,8 @@ class PluginRuntime:
                                                    f"plugin overloaded: {exc}"))
             elif message["t"] == "stop":
                 self.request_stop(message.get("grace"))
+            elif message["t"] == "serve" and self._on_serve is not None:
+                self._on_serve()
 
     def _fail_pending(self) -> None:
         """Nobody will answer a call now: its caller hears so at once, instead of holding
@@ -149,7 +161,8 @@ class PluginRuntime:
                 infos = self.plugin.status()
             except Exception as exc:  # noqa: BLE001 - a status bug is reported, not fatal
                 infos = {"statusError": f"{type(exc).__name__}: {exc}"}
-            self.send(protocol.heartbeat(infos, self.plugin.version))
+            if self._beat_while is None or self._beat_while():
+                self.send(protocol.heartbeat(infos, self.plugin.version))
             release_free_heap()  # what the last calls freed goes back (heap.py)
 
     # -- lifecycle -------------------------------------------------------------
@@ -177,8 +190,11 @@ class PluginRuntime:
             message = str(exc) or type(exc).__name__
             self.log.error("plugin failed to start: %s", message)
             self.send(protocol.error_report(f"init failed: {message}"))
+            self.init_failed = True
+            self.init_done.set()
             return EXIT_INIT_FAILED
         self.send(protocol.started(self.plugin.version))
+        self.init_done.set()
         if self.plugin.ready_on_start:
             self.send(protocol.ready(True))
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()

@@ -18,7 +18,7 @@ before ``gc.freeze()`` and the first fork:
   page instead of getting a fresh one (about 1 MiB RSS per process measured).
 
 Modules only one child uses are *not* imported here (the HTTP stack is the HTTP
-child's, InKube's modules the storage child's): imported in the parent, their
+child's, InKube's modules its store's): imported in the parent, their
 pages are counted once as shared and again for every page that child copies
 when it writes a reference count; imported in the child, only once.
 """

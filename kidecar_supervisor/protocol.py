@@ -2,11 +2,11 @@
 
 Two channels:
 
-* **The pipe** between the supervisor and a forked child (plugin, storage,
-  HTTP): a ``multiprocessing`` Connection carrying dicts keyed by ``"t"``.
-  Child → supervisor: ``hb``, ``started``, ``ready``, ``error``, ``gauge``,
-  ``call`` (to another child) and ``reply``. Supervisor → child: ``call``,
-  ``reply`` and ``stop``.
+* **The pipe** between the supervisor and a forked child (a plugin, or the
+  HTTP child with the store in it): a ``multiprocessing`` Connection carrying
+  dicts keyed by ``"t"``. Child → supervisor: ``hb``, ``started``, ``ready``,
+  ``error``, ``gauge``, ``call`` (to another child) and ``reply``. Supervisor
+  → child: ``call``, ``reply``, ``stop`` and (HTTP child) ``serve``.
 * **The control channel** (``control_channel.py``): the HTTP worker and the
   CLI ask the supervisor's main loop, dicts keyed by ``"op"`` (``Op``); every
   answer is a ``ControlReply``: ``{"ok": True, "result": ...}`` or ``{"ok":
@@ -89,7 +89,14 @@ class Stop(TypedDict):
     grace: NotRequired[float]
 
 
-PipeMessage = Heartbeat | Started | Ready | ErrorReport | Gauge | Call | Reply | Stop
+class Serve(TypedDict):
+    """HTTP child: accept connections now (a hot-upgrade takeover holds it back until
+    the plugins run)."""
+
+    t: Literal["serve"]
+
+
+PipeMessage = Heartbeat | Started | Ready | ErrorReport | Gauge | Call | Reply | Stop | Serve
 
 
 def heartbeat(status: dict[str, Any], version: str) -> Heartbeat:
@@ -134,6 +141,10 @@ def reply_as(call_id: int, reply: Reply) -> Reply:
             "result": reply.get("result"), "error": reply.get("error")}
 
 
+def serve() -> Serve:
+    return {"t": "serve"}
+
+
 def stop(grace: float | None = None) -> Stop:
     message: Stop = {"t": "stop"}
     if grace is not None:
@@ -141,9 +152,9 @@ def stop(grace: float | None = None) -> Stop:
     return message
 
 
-# -- calls to the storage process ------------------------------------------------------
+# -- calls to the store ----------------------------------------------------------------
 
-#: the internal child that owns every ResultStore, and its one method
+#: the call target that owns every ResultStore (it runs in the HTTP child), and its method
 STORAGE = "storage"
 STORE_METHOD = "store"
 #: the ResultStore methods a ``store`` call may name

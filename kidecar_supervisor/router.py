@@ -5,7 +5,7 @@ from a child (a plugin's ``RemoteStore`` → ``storage``). The router gives it a
 fresh id on the target's pipe, remembers where the answer goes (a
 ``ReplyTarget``), and delivers the target's reply there. A call to a child
 that is (re)starting waits for it (a result must not be lost because the
-storage process restarts) up to its deadline; a call to one that will not
+store restarts) up to its deadline; a call to one that will not
 come back fails at once with 503. Every call is answered exactly once: by the
 target, or 503 when it exits, or 504 at its deadline.
 """
@@ -70,10 +70,16 @@ class _Pending:
     params: dict[str, Any]
     reply_to: ReplyTarget
     deadline: float
+    #: the pid of the process it was sent to (0: not sent yet)
+    sent_to: int = 0
 
 
 class RouterHost(Protocol):
     def child(self, name: str) -> Child | None: ...
+
+    def call_target(self, name: str) -> Child | None:
+        """The child that answers calls to ``name`` (``storage``: the HTTP child)."""
+        ...
 
     def send(self, child: Child, message: PipeMessage) -> bool: ...
 
@@ -107,7 +113,7 @@ class Router:
         self.host.send(target, call_message(0, method, params))
 
     def forward(self, pending: _Pending) -> None:
-        target = self.host.child(pending.target)
+        target = self.host.call_target(pending.target)
         if target is None or not target.callable:
             self.fail(pending.reply_to, 404, f"plugin {pending.target!r} is not configured")
             return
@@ -129,6 +135,7 @@ class Router:
 
     def _dispatch(self, target: Child, pending: _Pending) -> None:
         call_id = next(self._ids)
+        pending.sent_to = target.pid
         self.in_flight[call_id] = pending
         if not self.host.send(target, call_message(call_id, pending.method, pending.params)):
             self.in_flight.pop(call_id, None)
@@ -170,11 +177,12 @@ class Router:
             self.fail_queued(name, reason)
 
     def on_pipe_closed(self, child: Child) -> None:
-        """Calls sent to a process that is gone are answered 503, never left hanging."""
+        """Calls sent to a process that is gone are answered 503, never left hanging
+        (only that process's: during a gapless HTTP restart two serve the store)."""
         for call_id, pending in list(self.in_flight.items()):
-            if pending.target == child.name:
+            if pending.sent_to == child.pid:
                 del self.in_flight[call_id]
-                self.fail(pending.reply_to, 503, f"plugin {child.name!r} exited")
+                self.fail(pending.reply_to, 503, f"plugin {pending.target!r} exited")
 
     def expire(self, now: float) -> None:
         """504 for calls past their deadline, sent or still waiting."""

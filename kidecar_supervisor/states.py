@@ -29,8 +29,7 @@ class ChildState(StrEnum):
 class ChildKind(StrEnum):
     PLUGIN = "plugin"    # a Python plugin, forked, speaks the pipe protocol
     BINARY = "binary"    # an external program, exec'd; its output goes to the log
-    HTTP = "http"        # the gunicorn worker serving the API (internal)
-    STORAGE = "storage"  # the one process that owns Kubernetes/SQLite I/O (internal)
+    HTTP = "http"        # the gunicorn worker serving the API, and the store (internal)
 
 
 class Mode(StrEnum):
@@ -51,11 +50,11 @@ WAITING = frozenset({ChildState.PENDING, ChildState.BACKOFF})
 STARTABLE = WAITING | FINAL
 
 #: kinds forked from the supervisor with a pipe to it
-PIPED_KINDS = frozenset({ChildKind.PLUGIN, ChildKind.STORAGE, ChildKind.HTTP})
-#: kinds that answer routed calls and send heartbeats
-CALLABLE_KINDS = frozenset({ChildKind.PLUGIN, ChildKind.STORAGE})
+PIPED_KINDS = frozenset({ChildKind.PLUGIN, ChildKind.HTTP})
+#: kinds that answer routed calls and send heartbeats (HTTP: its store's)
+CALLABLE_KINDS = frozenset({ChildKind.PLUGIN, ChildKind.HTTP})
 #: kinds that are running as soon as their process exists (no "started" message)
-RUNNING_ON_START = frozenset({ChildKind.BINARY, ChildKind.HTTP})
+RUNNING_ON_START = frozenset({ChildKind.BINARY})
 #: kinds the operator configured (the others are kidecar itself)
 USER_KINDS = frozenset({ChildKind.PLUGIN, ChildKind.BINARY})
 

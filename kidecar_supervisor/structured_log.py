@@ -15,6 +15,9 @@ import time
 from typing import Any
 
 _process_role = "supervisor"
+#: loggers of the store, which runs on a thread of the HTTP child: their lines say
+#: ``storage``, not the process's role, so an operator sees which part spoke
+_STORE_LOGGERS = ("kidecar.storage", "kidecar.plugin.storage")
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,7 +26,7 @@ class JsonFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
-            "plugin": getattr(record, "plugin", None) or _process_role,
+            "plugin": getattr(record, "plugin", None) or _role_of(record.name),
             "pid": record.process or os.getpid(),
             "msg": record.getMessage(),
         }
@@ -35,6 +38,12 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+def _role_of(logger: str) -> str:
+    if any(logger == name or logger.startswith(name + ".") for name in _STORE_LOGGERS):
+        return "storage"
+    return _process_role
 
 
 def setup_logging(level: str = "info", role: str = "supervisor") -> None:

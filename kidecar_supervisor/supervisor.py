@@ -38,7 +38,7 @@ from kidecar_supervisor.control_channel import (
     control_socket_path,
     create_authkey,
 )
-from kidecar_supervisor.http_child import INTERNAL_RESTART, HttpChild
+from kidecar_supervisor.http_child import HttpChild
 from kidecar_supervisor.launcher import Launcher
 from kidecar_supervisor.output_limiter import OutputLimiter, OutputLimits
 from kidecar_supervisor.plugin_api import PodIdentity, storage_configs
@@ -108,16 +108,15 @@ class Supervisor:
         self._boot_step_since = 0.0
         #: when every child must be gone (shutdown) or stopped (drain)
         self._stop_by = 0.0
+        #: HTTP children sent SIGTERM to stop serving (shutdown, drain); their store stays
+        self._told_to_stop_serving: set[int] = set()
         self._control: ControlServer | None = None
 
     # -- plan --------------------------------------------------------------------
     def _plan_children(self, config: SidecarConfig) -> list[Child]:
-        """Boot order: storage, HTTP, then plugins by ascending bootOrder (stable)."""
-        children = [
-            Child(STORAGE, ChildKind.STORAGE, INTERNAL_RESTART, self.launcher, internal=True,
-                  boot_order=-2),
-            self.http.new_child(self.launcher),
-        ]
+        """Boot order: HTTP (and the store in it), then plugins by ascending bootOrder
+        (stable)."""
+        children = [self.http.new_child(self.launcher)]
         specs = sorted((s for s in config.plugins if s.enabled), key=lambda s: s.boot_order)
         for spec in specs:
             kind = ChildKind.BINARY if spec.is_binary else ChildKind.PLUGIN
@@ -132,6 +131,13 @@ class Supervisor:
 
     def child(self, name: str) -> Child | None:
         return next((c for c in self.children if c.name == name), None)
+
+    def call_target(self, name: str) -> Child | None:
+        """Who answers calls to ``name``: the store runs in the HTTP child that serves."""
+        if name == STORAGE:
+            return next((c for c in self.children if c.kind == ChildKind.HTTP), None)
+        child = self.child(name)
+        return child if child is not None and child.kind != ChildKind.HTTP else None
 
     def _every_child(self) -> list[Child]:
         """The children, and HTTP children on their way in or out (restart of http)."""
@@ -158,9 +164,8 @@ class Supervisor:
             self.children = []
         elif self.upgrade.took_over:
             # both instances accept on the shared socket from now on: ours must not
-            # answer before our plugins run, so HTTP boots last
-            http = [c for c in self.children if c.kind == ChildKind.HTTP]
-            self.children = [c for c in self.children if c.kind != ChildKind.HTTP] + http
+            # answer before our plugins run, so HTTP (booted first, for its store) waits
+            self.http.serve_at_once = False
         address = control_socket_path(self.options.state_dir)
         authkey = create_authkey(self.options.state_dir)
         self._control = ControlServer(address, authkey, self.inbox.submit)
@@ -248,9 +253,10 @@ class Supervisor:
             self._boot_index += 1
 
     def _finish_takeover(self) -> None:
-        """Tell the older instance to stop once our HTTP workers serve and plugins run."""
+        """Let our HTTP serve once the plugins run; then tell the older instance to stop."""
         if not self.upgrade.took_over or self._boot_index < len(self.children):
             return
+        self.http.allow_serving(self.children, self.send)
         http = self.child("http")
         if http is not None and http.ready:
             self.upgrade.finish_takeover()
@@ -302,7 +308,7 @@ class Supervisor:
 
     def _report_failure(self, child: Child, reason: str) -> None:
         """A Kubernetes Event on the pod (or a Local event row) for a failed plugin."""
-        storage = self.child(STORAGE)
+        storage = self.call_target(STORAGE)
         if storage is None or storage.conn is None or child is storage:
             return
         self.router.notify(storage, STORE_METHOD, dict(store_params(
@@ -393,22 +399,31 @@ class Supervisor:
         requests until they are answered (or the deadline); at the same moment the
         plugins begin to stop, in reverse boot order, each within what is left of the
         deadline, so a plugin call in flight is answered (by the plugin, or 503 when it
-        exits) while HTTP can still write the answer. Storage stops last."""
+        exits) while HTTP can still write the answer. The store (in the HTTP child)
+        stops last: it takes the plugins' last results."""
         remaining = max(0.0, deadline - time.monotonic())
-        for http in (c for c in self._every_child() if c.kind == ChildKind.HTTP):
-            if http.alive and http.state != ChildState.STOPPING:
-                http.stop(remaining)
-        self._stop_one_by_one(self._plugins_then_storage(), remaining)
+        self._stop_serving()
+        self._stop_one_by_one(self._plugins_then_http(), remaining)
 
-    def _plugins_then_storage(self) -> list[Child]:
+    def _stop_serving(self) -> None:
+        """SIGTERM each HTTP child once: its worker stops accepting, its store stays."""
+        for http in (c for c in self._every_child() if c.kind == ChildKind.HTTP):
+            if http.alive and http.pid not in self._told_to_stop_serving:
+                self._told_to_stop_serving.add(http.pid)
+                self.launcher.signal_group(http.pid, signal.SIGTERM)
+
+    def _plugins_then_http(self) -> list[Child]:
         order = [c for c in reversed(self.children) if c.kind in USER_KINDS]
-        return order + [c for c in self.children if c.kind == ChildKind.STORAGE]
+        return order + [c for c in self._every_child() if c.kind == ChildKind.HTTP]
 
     def _stop_one_by_one(self, order: list[Child], remaining: float) -> bool:
         """Stop each child once the one before it is gone; True while one is alive."""
         for child in order:
             if child.alive and child.state != ChildState.STOPPING:
-                child.stop(self.http.grace(child, min(child.restart.stop_grace_seconds, remaining)))
+                # the HTTP child stopped serving when the shutdown began: its store gets
+                # what is left to take the last results
+                child.stop(remaining if child.kind == ChildKind.HTTP
+                           else min(child.restart.stop_grace_seconds, remaining))
             if child.alive:
                 return True
         return False
@@ -426,12 +441,12 @@ class Supervisor:
             child.stand_down(for_good=True)
 
     def _drain_step(self) -> None:
-        """HTTP first (its in-flight requests finish, plugins still answer them), then
-        plugins in reverse boot order, storage last: a newer instance serves, so there
-        is no hurry (unlike a SIGTERM)."""
+        """HTTP stops accepting first (its in-flight requests finish, plugins still
+        answer them), then plugins in reverse boot order, the store last: a newer
+        instance serves, so there is no hurry (unlike a SIGTERM)."""
         remaining = max(0.0, self._stop_by - time.monotonic())
-        http = [c for c in self._every_child() if c.kind == ChildKind.HTTP]
-        if self._stop_one_by_one(http + self._plugins_then_storage(), remaining):
+        self._stop_serving()
+        if self._stop_one_by_one(self._plugins_then_http(), remaining):
             return
         self.upgrade.release()
         self.mode = Mode.IDLE

@@ -178,7 +178,7 @@ def find_processes(process_name: str) -> list[int]:
 
     Excluded: this process, its ancestors (the supervisor) and every process
     with exactly our command line: the supervisor forks its children without
-    exec, so the HTTP and storage processes carry the same command line as
+    exec, so the HTTP child (which runs the store) carries the same command line as
     this one, while a program the ``binary`` plugin runs has its own. Reads
     ``/proc/<pid>/cmdline`` directly: a scan costs well under a millisecond
     even with hundreds of processes (zombies have an empty command line).

@@ -114,7 +114,7 @@ def test_idle_production_tree_stays_within_64_mib_pss(
             memory = tree_memory(sidecar.proc.pid)
         finally:
             assert sidecar.stop() == 0
-    assert len(memory) == 5, memory  # supervisor, storage, http, hot_update, http_probe
+    assert len(memory) == 4, memory  # supervisor, http (with the store), hot_update, http_probe
     total = sum(pss for _, pss, _ in memory)
     detail = ", ".join(f"{names.get(pid, pid)} {pss:.1f}/{uss:.1f}" for pid, pss, uss in memory)
     print(f"production tree: PSS {total:.1f} MiB (PSS/USS by process: {detail})")

@@ -142,7 +142,7 @@ def test_restart_restores_before_readyz(tmp_path: Path, upstream: UpstreamServer
 
 def test_process_name_matching_the_sidecar_itself_signals_nothing(
         tmp_path: Path, upstream: UpstreamServer, file_dir: Path) -> None:
-    """Its HTTP and storage processes carry the sidecar's command line: never targets."""
+    """Its HTTP child (with the store) carries the sidecar's command line: never a target."""
     # the config path is unique to this test: other sidecars on the machine never match
     own_config = str(tmp_path / "kidecar.yaml")
     sidecar = start_sidecar(config(file_dir, own_config), tmp_path, wait_ready=True)

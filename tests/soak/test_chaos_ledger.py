@@ -44,11 +44,11 @@ def test_a_500_without_the_failed_outcome_is_not_a_refusal() -> None:
 def test_the_table_counts_faults_requests_and_violations() -> None:
     ledger = Ledger()
     _req(ledger, "v1", 1, 200, "succeeded", joined=True)
-    ledger.fault("kill-storage")
+    ledger.fault("kill-http")
     ledger.violation("journal not empty")
     table = ledger.table(seed=7, minutes=3, extra={"kidecar starts": 1})
     assert "seed=7" in table
-    assert "| fault      | kill-storage" in table
+    assert "| fault      | kill-http   " in table
     assert "good: 200 succeeded joined" in table
     assert "invariant violations (must be 0) |     1 |" in table
     assert "VIOLATION: journal not empty" in table

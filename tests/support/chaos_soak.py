@@ -51,7 +51,7 @@ GSS = "soak-gss"
 GS = ("game.kruise.io", "v1alpha1")
 #: probed state -> GameServer spec.opsState (the seed's marker policies)
 OPS_STATES = {"None": "None", "Allocated": "Allocated", "WaitToBeDeleted": "WaitToBeDeleted"}
-FAULT_KINDS = ("kill-storage", "kill-http", "kill-hot_update", "kill-http_probe",
+FAULT_KINDS = ("kill-http", "kill-hot_update", "kill-http_probe",
                "kill-file_sync", "kill-supervisor", "apiserver-outage", "game-sigstop",
                "state-dir-full")
 #: (kind, weight) of the hot-update traffic

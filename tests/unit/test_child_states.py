@@ -33,7 +33,7 @@ def make(kind: ChildKind = ChildKind.PLUGIN, **restart: Any) -> tuple[Child, Fak
 def running(kind: ChildKind = ChildKind.PLUGIN, **restart: Any) -> tuple[Child, FakeOps]:
     child, ops = make(kind, **restart)
     child.start()
-    if kind == ChildKind.PLUGIN:
+    if kind in (ChildKind.PLUGIN, ChildKind.HTTP):
         child.on_message(started("1.0"))
     assert child.state == S.RUNNING
     return child, ops
@@ -82,10 +82,12 @@ def test_a_binary_runs_and_is_ready_at_once() -> None:
     assert (child.state, child.ready, child.output_fd, ops.spawns) == (S.RUNNING, True, 42, 1)
 
 
-def test_http_runs_at_once_and_is_ready_when_it_serves() -> None:
-    child, _ = make(ChildKind.HTTP)
+def test_http_runs_once_its_store_does_and_is_ready_when_it_serves() -> None:
+    child, ops = make(ChildKind.HTTP)
     child.start()
-    assert child.state == S.RUNNING and not child.ready
+    assert child.state == S.STARTING and not child.ready
+    child.on_message(started("1.0"))
+    assert child.state == S.RUNNING and ops.ran == [child.name] and not child.ready
     child.mark_serving()
     assert child.ready
 
@@ -253,11 +255,23 @@ def test_a_plugin_stuck_in_init_is_judged_hung() -> None:
     assert child.state == S.STOPPING and "init() did not finish within 2s" in child.last_error
 
 
-def test_binaries_and_http_have_no_heartbeat() -> None:
-    for kind in (ChildKind.BINARY, ChildKind.HTTP):
-        child, ops = running(kind, heartbeat_timeout_seconds=1)
-        child.tick(ops.now + 100, may_start=True)
-        assert child.state == S.RUNNING
+def test_binaries_have_no_heartbeat() -> None:
+    child, ops = running(ChildKind.BINARY, heartbeat_timeout_seconds=1)
+    child.tick(ops.now + 100, may_start=True)
+    assert child.state == S.RUNNING
+
+
+@pytest.mark.parametrize("serving", [False, True])
+def test_a_silent_http_child_is_hung_whether_it_serves_or_not(serving: bool) -> None:
+    """Its store beats always, and while it serves only if its poller turns too."""
+    child, ops = running(ChildKind.HTTP, heartbeat_timeout_seconds=6)
+    if serving:
+        child.mark_serving()
+    child.tick(ops.now + 5, may_start=True)
+    assert child.state == S.RUNNING
+    child.tick(ops.now + 7, may_start=True)
+    assert child.state == S.STOPPING
+    assert child.last_error == "hung: the HTTP worker sent no heartbeat for 7.0s"
 
 
 # -- operator actions and shutdown --------------------------------------------------------------

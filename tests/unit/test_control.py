@@ -45,6 +45,10 @@ class Host:
     def child(self, name: str) -> Child | None:
         return next((c for c in self.children if c.name == name), None)
 
+    def call_target(self, name: str) -> Child | None:
+        child = self.child(name)
+        return child if child is not None and child.kind != ChildKind.HTTP else None
+
     def clock(self) -> float:
         return self.ops.now
 
@@ -77,7 +81,6 @@ class Host:
 @pytest.fixture
 def host() -> Host:
     h = Host()
-    h.add("storage", ChildKind.STORAGE, internal=True)
     h.add("http", ChildKind.HTTP, internal=True)
     h.add("game", ChildKind.PLUGIN)
     return h
@@ -131,7 +134,7 @@ def test_the_idle_half_of_a_hot_upgrade_is_ready(host: Host) -> None:
 
 def test_plugins_and_one_plugin(host: Host) -> None:
     rows = ask(host, Op.PLUGINS)["result"]  # type: ignore[index]
-    assert [r["name"] for r in rows] == ["storage", "http", "game"]
+    assert [r["name"] for r in rows] == ["http", "game"]
     assert ask(host, Op.PLUGIN, name="game")["result"]["state"] == "Running"  # type: ignore[index]
     assert ask(host, Op.PLUGIN, name="nope") == {"ok": False, "status": 404,
                                                  "error": "unknown plugin 'nope'"}
@@ -139,7 +142,7 @@ def test_plugins_and_one_plugin(host: Host) -> None:
 
 def test_metrics_carry_snapshots_and_gauges(host: Host) -> None:
     result = ask(host, Op.METRICS)["result"]  # type: ignore[index]
-    assert result["uptime"] == 5.0 and len(result["plugins"]) == 3
+    assert result["uptime"] == 5.0 and len(result["plugins"]) == 2
     assert result["gauges"][0]["name"] == "g"
 
 
@@ -150,13 +153,12 @@ def test_operator_actions_reach_the_supervisor(host: Host, op: Op) -> None:
 
 
 def test_internal_children_can_be_restarted_only(host: Host) -> None:
-    for name in ("http", "storage"):
-        for op in (Op.STOP, Op.START):
-            reply = ask(host, op, name=name)
-            assert reply is not None and reply["status"] == 409
-            assert "part of kidecar" in reply["error"]
-    assert ask(host, Op.RESTART, name="storage")["ok"]  # type: ignore[index]
-    assert host.actions == [("storage", Op.RESTART)]
+    for op in (Op.STOP, Op.START):
+        reply = ask(host, op, name="http")
+        assert reply is not None and reply["status"] == 409
+        assert "part of kidecar" in reply["error"]
+    assert ask(host, Op.RESTART, name="http")["ok"]  # type: ignore[index]
+    assert host.actions == [("http", Op.RESTART)]
 
 
 def test_no_operator_action_while_shutting_down(host: Host) -> None:

@@ -1,4 +1,5 @@
-"""Restart of the HTTP child without a gap: the new one serves before the old one stops."""
+"""Restart of the HTTP child without a gap: the new one serves before the old one stops
+(HTTP and its store both: the old store is told to stop with it)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 from kidecar_supervisor.child import Child
 from kidecar_supervisor.config import SidecarConfig
 from kidecar_supervisor.http_child import HttpChild
+from kidecar_supervisor.protocol import started
 from kidecar_supervisor.states import ChildState
 from tests.support.child_fakes import FakeOps
 
@@ -16,6 +18,7 @@ def setup() -> tuple[HttpChild, list[Child], FakeOps]:
     http = HttpChild(SidecarConfig(plugins=()), shutdown_grace=25.0, listener=lambda: None)
     current = http.new_child(ops)
     current.start()
+    current.on_message(started("1"))  # its store runs
     http.serving([current], current.pid)
     return http, [current], ops
 
@@ -36,6 +39,7 @@ def test_the_old_worker_serves_until_the_new_one_does() -> None:
     http.serving(children, new.pid)
     assert children == [new] and new.ready and http.successor is None
     assert old.state == ChildState.STOPPING and (old.pid, signal.SIGTERM) in ops.signals
+    assert ops.sent == [("http", {"t": "stop", "grace": 26.0})]  # its store stops too
     assert old.stop_deadline == ops.now + 26.0  # gunicorn's graceful timeout + 1
     assert http.exited(children, old, 0, exit_of)
     assert old.state == ChildState.STOPPED and http.retiring == [] and http.extra() == []

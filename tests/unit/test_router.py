@@ -1,5 +1,6 @@
-"""Routing calls between the control channel, plugins and storage: every call is
-answered exactly once (by the target, 503 when it goes away, 504 at its deadline)."""
+"""Routing calls between the control channel, plugins and the store (in the HTTP child):
+every call is answered exactly once (by the target, 503 when it goes away, 504 at its
+deadline)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from kidecar_supervisor.child import Child
 from kidecar_supervisor.config import RestartSettings
-from kidecar_supervisor.protocol import call, reply_error, reply_ok, started
+from kidecar_supervisor.protocol import STORAGE, call, reply_error, reply_ok, started
 from kidecar_supervisor.router import Router
 from kidecar_supervisor.states import ChildKind, ChildState
 from tests.support.child_fakes import FakeOps
@@ -44,6 +45,13 @@ class Host:
 
     def child(self, name: str) -> Child | None:
         return self.children.get(name)
+
+    def call_target(self, name: str) -> Child | None:
+        """As the supervisor: ``storage`` is the HTTP child; HTTP by its own name is none."""
+        if name == STORAGE:
+            return next((c for c in self.children.values() if c.kind == ChildKind.HTTP), None)
+        child = self.children.get(name)
+        return child if child is not None and child.kind != ChildKind.HTTP else None
 
     def send(self, child: Child, message: Any) -> bool:
         if child.name in self.deaf:
@@ -95,15 +103,18 @@ def test_a_target_that_takes_no_calls_is_404(host: Host, target: str) -> None:
     assert asker.answers[0]["status"] == 404 and "not configured" in asker.answers[0]["error"]
 
 
-def test_a_call_to_a_starting_plugin_waits_for_it(host: Host) -> None:
-    child = host.add("storage", ChildKind.STORAGE, run=False)
+def test_a_call_to_a_starting_store_waits_for_it(host: Host) -> None:
+    child = host.add("http", ChildKind.HTTP, run=False)
     router = Router(host)
-    asker = _ask(router, "storage")
-    assert host.sent == [] and len(router.queued["storage"]) == 1
+    asker = _ask(router, STORAGE)
+    assert host.sent == [] and len(router.queued["http"]) == 1
     child.start()
+    assert child.state == ChildState.STARTING  # its store is not running yet
+    router.on_running(child)
+    assert host.sent == []
     child.on_message(started("1"))
     router.on_running(child)
-    assert host.sent[-1][0] == "storage" and router.queued == {}
+    assert host.sent[-1][0] == "http" and router.queued == {}
     router.on_reply(reply_ok(host.sent[-1][1]["id"], "written"))
     assert asker.answers == [{"ok": True, "result": "written"}]
 
@@ -154,6 +165,25 @@ def test_a_target_that_exits_fails_its_calls_at_once(host: Host) -> None:
     assert len(asker.answers) == 1
 
 
+def test_a_closed_pipe_fails_only_the_calls_sent_to_that_process(host: Host) -> None:
+    """A gapless HTTP restart: two HTTP children serve the store for a moment; the old
+    one's exit fails what it was sent, not what went to its successor."""
+    old = host.add("http", ChildKind.HTTP)
+    router = Router(host)
+    to_old = _ask(router, STORAGE)
+    successor = Child("http", ChildKind.HTTP, RestartSettings(), host.ops)
+    successor.start()
+    successor.on_message(started("1"))
+    host.children["http"] = successor  # promoted
+    to_new = _ask(router, STORAGE)
+    assert old.pid != successor.pid
+    router.on_pipe_closed(old)
+    assert to_old.answers[0]["status"] == 503 and "'storage' exited" in to_old.answers[0]["error"]
+    assert to_new.answers == [] and len(router.in_flight) == 1
+    router.on_reply(reply_ok(host.sent[-1][1]["id"], "written"))
+    assert to_new.answers == [{"ok": True, "result": "written"}]
+
+
 def test_waiting_calls_fail_with_the_reason_the_target_settled(host: Host) -> None:
     child = host.add("p", run=False)
     router = Router(host)
@@ -181,11 +211,11 @@ def test_a_target_that_cannot_be_written_to_is_503(host: Host) -> None:
 
 def test_a_plugin_call_to_storage_is_answered_under_the_plugins_own_id(host: Host) -> None:
     plugin = host.add("hot_update")
-    host.add("storage", ChildKind.STORAGE)
+    host.add("http", ChildKind.HTTP)
     router = Router(host)
     router.from_child(plugin, call(7, "store", {"op": "emit_event"}, target="storage"), now=0)
     to_storage = host.sent[-1][1]
-    assert host.sent[-1][0] == "storage" and to_storage["id"] != 7
+    assert host.sent[-1][0] == "http" and to_storage["id"] != 7
     router.on_reply(reply_ok(to_storage["id"], None))
     assert host.sent[-1] == ("hot_update", {"t": "reply", "id": 7, "ok": True, "result": None,
                                             "error": None})
@@ -193,7 +223,7 @@ def test_a_plugin_call_to_storage_is_answered_under_the_plugins_own_id(host: Hos
 
 def test_a_reply_for_a_restarted_asker_is_dropped(host: Host) -> None:
     plugin = host.add("hot_update")
-    host.add("storage", ChildKind.STORAGE)
+    host.add("http", ChildKind.HTTP)
     router = Router(host)
     router.from_child(plugin, call(7, "store", {}, target="storage"), now=0)
     call_id = host.sent[-1][1]["id"]
@@ -204,7 +234,7 @@ def test_a_reply_for_a_restarted_asker_is_dropped(host: Host) -> None:
 
 
 def test_notify_sends_a_call_nobody_waits_for(host: Host) -> None:
-    storage = host.add("storage", ChildKind.STORAGE)
+    storage = host.add("http", ChildKind.HTTP)
     router = Router(host)
     router.notify(storage, "store", {"op": "emit_event"})
     assert host.sent[-1][1]["id"] == 0 and router.in_flight == {}

@@ -2,7 +2,7 @@
 
 ``kidecar rollout`` (or anyone with ``patch pods``) writes
 ``{"version", "url", "sha256"}`` (plus an optional ``rollout`` name) under
-the configured annotation key; the storage process watches the pod
+the configured annotation key; the store (in the HTTP child) watches the pod
 (``storage/pod_watch.py``) and this follower long-polls it over the pipe.
 
 A value different from what was last handled is applied through exactly the
@@ -34,13 +34,13 @@ from kidecar_supervisor.plugin_kit.durable_files import atomic_write_json
 log = logging.getLogger("kidecar.hot_update.desired")
 
 FAILED_NAME = "desired-failed.json"
-#: how long one long-poll of the storage process lasts (a pipe call, not an API request)
+#: how long one long-poll of the store lasts (a pipe call, not an API request)
 WAIT_SECONDS = 20.0
 #: at start, how long to wait for the watch's first answer before restoring without it
 START_WAIT_SECONDS = 10.0
-#: a busy sidecar (409) or an unreachable storage process is asked again after this
+#: a busy sidecar (409) or an unreachable store is asked again after this
 RETRY_SECONDS = 1.0
-#: the longest wait between two asks while the storage process keeps failing
+#: the longest wait between two asks while the store keeps failing
 MAX_RETRY_SECONDS = 30.0
 _FIELDS = ("version", "url", "sha256", "rollout")
 
@@ -146,7 +146,7 @@ class DesiredFollower:
             self._failures += 1
             delay = min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** min(self._failures, 6))
             log.log(logging.WARNING if self._failures == 1 else logging.DEBUG,
-                    "desired version: the storage process did not answer (%s); asking "
+                    "desired version: the store did not answer (%s); asking "
                     "again in %.0fs", exc, delay)
             self.stopping.wait(delay)
             return None
