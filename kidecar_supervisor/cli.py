@@ -127,10 +127,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     defer_unused()
     # the supervisor imports what several children use *before* it forks them, so
     # those pages are shared (PSS) instead of loaded again in each child; the HTTP
-    # stack (flask, werkzeug, gunicorn, prometheus_client) is the HTTP child's alone
-    # and is imported there: pages one child touches cost less there (docs/footprint.md)
+    # stack (flask, werkzeug, gunicorn, prometheus_client) and the stores' backends
+    # (sqlite3 for Local, the Kubernetes client for InKube) are the HTTP child's alone
+    # and are imported there, when used: pages one child touches cost less there, and
+    # an InKube sidecar never loads SQLite at all (docs/footprint.md)
     import kidecar_supervisor.plugin_runtime  # noqa: F401 - every plugin process
-    import kidecar_supervisor.storage.local  # noqa: F401 - sqlite3, for the storage child
     from kidecar_supervisor.config import (
         SidecarConfig,
         config_path,

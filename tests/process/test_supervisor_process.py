@@ -489,6 +489,21 @@ def test_signalling_a_child_at_once_never_reaches_the_supervisor(running) -> Non
     assert "shutting down" not in sidecar.log()
 
 
+def test_only_the_process_with_the_store_loads_sqlite(running, tmp_path: Path) -> None:
+    """SQLite backs the Local store only, which runs in the HTTP child: the supervisor
+    does not load it before forking, so no plugin process maps it (issue 16)."""
+    sidecar = running([{"name": "hot_update", "config": {
+        "fileDir": str(tmp_path / "shared"), "loadPatchType": "signal",
+        "signal": {"processName": "no-such-game", "signalName": "SIGHUP"}}}])
+    sidecar.wait_for(lambda: sidecar.get("/readyz").status_code == 200, what="ready")
+    assert sidecar.get("/hot-update").status_code == 200  # the store answered
+    roles = {p["pid"]: p["name"] for p in sidecar.get("/plugins").json() if p["pid"]}
+    roles[sidecar.proc.pid] = "supervisor"
+    mapping = {name: "libsqlite3" in Path(f"/proc/{pid}/maps").read_text()
+               for pid, name in roles.items()}
+    assert mapping == {"supervisor": False, "http": True, "hot_update": False}, mapping
+
+
 def test_no_process_of_the_tree_loads_requests_charset_detector(running, tmp_path: Path) -> None:
     """requests imports charset_normalizer (2.6 MiB) only to guess encodings kidecar
     never asks for: deferred, no process of the tree maps it (issue 16)."""
