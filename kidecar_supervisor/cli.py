@@ -25,7 +25,14 @@ def _default_url() -> str:
     return os.environ.get("KIDECAR_URL") or f"http://127.0.0.1:{os.environ.get('KIDECAR_PORT', '5000')}"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command; only ``command``'s own arguments when one is named.
+
+    ``inject``, ``migrate`` and ``rollout`` define their arguments in their own
+    modules. ``kidecar run`` does not import them: the supervisor's pages are
+    shared by every process it forks, and code none of them runs is memory
+    each pod pays for (issue 16).
+    """
     parser = argparse.ArgumentParser(
         prog="kidecar", description="Sidecar for game servers on Kubernetes (OpenKruise Game).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -82,24 +89,36 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--state-dir", help="state dir of the sidecar to ask")
     health.add_argument("--ready", action="store_true", help="check readiness instead")
 
-    from kidecar_supervisor.inject import add_arguments as add_inject_arguments
-
-    add_inject_arguments(commands.add_parser(
-        "inject", help="add kidecar to every pod template of a manifest file (idempotent)"))
-    from kidecar_supervisor.migrate import add_arguments as add_migrate_arguments
-
-    add_migrate_arguments(commands.add_parser(
+    inject = commands.add_parser(
+        "inject", help="add kidecar to every pod template of a manifest file (idempotent)")
+    migrate = commands.add_parser(
         "migrate", help="print the Go kidecar's SidecarConfig as a kidecar ConfigMap + "
-                        "OpenKruise SidecarSet (for kubectl apply)"))
-    from kidecar_supervisor.rollout.arguments import add_arguments as add_rollout_arguments
+                        "OpenKruise SidecarSet (for kubectl apply)")
+    rollout = commands.add_parser(
+        "rollout", help="roll a version out to a workload's pods in batches (docs/rollout.md)")
+    if command in (None, "inject"):
+        from kidecar_supervisor.inject import add_arguments as add_inject_arguments
 
-    add_rollout_arguments(commands.add_parser(
-        "rollout", help="roll a version out to a workload's pods in batches (docs/rollout.md)"))
+        add_inject_arguments(inject)
+    if command in (None, "migrate"):
+        from kidecar_supervisor.migrate import add_arguments as add_migrate_arguments
+
+        add_migrate_arguments(migrate)
+    if command in (None, "rollout"):
+        from kidecar_supervisor.rollout.arguments import add_arguments as add_rollout_arguments
+
+        add_rollout_arguments(rollout)
     return parser
 
 
+def _command_named(argv: list[str]) -> str | None:
+    """The subcommand in ``argv`` (its first word not an option), if any."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_named(words)).parse_args(words)
     handlers = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status,
                 "restart": cmd_restart, "hot-update": cmd_hot_update, "health": cmd_health,
                 "rollback": cmd_rollback,
