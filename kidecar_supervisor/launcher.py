@@ -32,7 +32,6 @@ from kidecar_supervisor.plugin_api import PodIdentity
 from kidecar_supervisor.plugin_runtime import PluginRuntime
 from kidecar_supervisor.protocol import STORAGE, PipeMessage
 from kidecar_supervisor.states import ChildKind
-from kidecar_supervisor.storage.service import StorageService
 
 log = logging.getLogger("kidecar.launcher")
 
@@ -116,7 +115,13 @@ class Launcher:
 
     def _store_runtime(self, child: Child, conn: Connection, beat_while: Callable[[], bool],
                        on_serve: Callable[[], None]) -> PluginRuntime:
-        """The store's runtime in the HTTP child, on its pipe (http_child, store_thread)."""
+        """The store's runtime in the HTTP child, on its pipe (http_child, store_thread).
+
+        The store's modules (its Kubernetes client and pod watch) are imported here, in
+        the HTTP child: no other process runs them (issue 16, docs/footprint.md).
+        """
+        from kidecar_supervisor.storage.service import StorageService
+
         return PluginRuntime(StorageService, STORAGE, None, conn, self.state_dir, self.identity,
                              HEARTBEAT_INTERVAL, child.restart.stop_grace_seconds,
                              beat_while=beat_while, on_serve=on_serve)
