@@ -144,6 +144,12 @@ class HttpChild:
         if not stopping.is_set() and store.alive:
             code = self._serve(serve_http, app, listener, client, pulse, stopping)
         pulse.serving = False
+        if not stopping.is_set():
+            # the worker ended unasked: a child that beats but serves nothing would wedge
+            # the pod's API, so the store stops too and the supervisor starts both again
+            log.error("the HTTP worker stopped without being asked to; stopping the store")
+            store.runtime.request_stop()
+            code = code or 1
         # HTTP has stopped; the store answers the plugins' last calls until told to stop
         return store.join() or code
 
@@ -153,6 +159,15 @@ class HttpChild:
             worker.heartbeat = pulse.beat
             pulse.beat()
             pulse.serving = True
+            gunicorn_on_term = signal.getsignal(signal.SIGTERM)
+
+            def on_term(signum: int, frame: Any) -> None:
+                stopping.set()  # asked to stop: the store stays for the last results
+                if callable(gunicorn_on_term):
+                    gunicorn_on_term(signum, frame)
+
+            signal.signal(signal.SIGTERM, on_term)
+            signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn had it
             if stopping.is_set():  # SIGTERM came before gunicorn's handler: stop now
                 os.kill(os.getpid(), signal.SIGTERM)
             try:
