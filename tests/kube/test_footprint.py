@@ -5,7 +5,11 @@ ServiceAccount's token and CA at /var/run/secrets/kubernetes.io/serviceaccount
 in a private mount namespace, KUBERNETES_SERVICE_HOST/PORT; no kubeconfig),
 runs the seeds' hot_update + http_probe on InKube storage probing every
 second, does one hot update, then idles. The whole tree's PSS must stay within
-64 MiB, half the seed's 128Mi budget: a limit, not a timing. The aim (48 MiB)
+64 MiB, half the seed's 128Mi budget: a limit, not a timing. The PSS checked is
+the tree's PSS as in a pod, where nothing outside kidecar maps its pages: each
+resident page of the tree counted once (tests/support/tree_pages.py). psutil's
+PSS, printed beside it, divides libpython's pages with the test runner's own
+Python and whatever else runs, so it is lower and moves with the machine. The aim (48 MiB)
 and the leak checks (100 updates, 10 minutes of probing) are the bench's
 (bench/bench_footprint.py).
 """
@@ -28,6 +32,7 @@ import pytest
 from tests.support import in_cluster
 from tests.support.game_endpoint import GameEndpoint
 from tests.support.sidecar_process import REPO, Sidecar, start_sidecar
+from tests.support.tree_pages import own_mib
 from tests.support.upstream_server import UpstreamServer
 
 pytestmark = [pytest.mark.kube]
@@ -87,7 +92,7 @@ def roles(sidecar: Sidecar) -> dict[int, str]:
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                     reason="the ServiceAccount files at the pod's path need root and unshare(1)")
 @pytest.mark.xfail(strict=True, reason=(
-    "issue 16 is open: the idle production tree measures 65.7-65.8 MiB PSS here (docs/footprint.md); "
+    "issue 16 is open: the idle production tree measures 71 MiB as in a pod (docs/footprint.md); "
     "strict, so the day it fits under 64 MiB this marker must go"))
 def test_idle_production_tree_stays_within_64_mib_pss(
     kube_env: Any, pod: str, game: GameEndpoint, tmp_path: Path
@@ -112,11 +117,15 @@ def test_idle_production_tree_stays_within_64_mib_pss(
             assert game.request_count("/state.json") >= probes + IDLE_SECONDS / 2
             names = roles(sidecar)
             memory = tree_memory(sidecar.proc.pid)
+            own = own_mib(pid for pid, _, _ in memory)
         finally:
             assert sidecar.stop() == 0
     assert len(memory) == 4, memory  # supervisor, http (with the store), hot_update, http_probe
     total = sum(pss for _, pss, _ in memory)
     detail = ", ".join(f"{names.get(pid, pid)} {pss:.1f}/{uss:.1f}" for pid, pss, uss in memory)
-    print(f"production tree: PSS {total:.1f} MiB (PSS/USS by process: {detail})")
-    assert total <= LIMIT_PSS_MIB, (f"the idle production tree uses {total:.1f} MiB PSS, over "
-                                    f"the {LIMIT_PSS_MIB:g} MiB limit; by process: {detail}")
+    print(f"production tree: {own:.1f} MiB as in a pod (its own pages), PSS here {total:.1f} "
+          f"MiB (PSS/USS by process: {detail})")
+    assert own >= total - 0.5, (own, total)  # a page of the tree counts once, never less
+    assert own <= LIMIT_PSS_MIB, (
+        f"the idle production tree uses {own:.1f} MiB as in a pod (PSS here {total:.1f}), "
+        f"over the {LIMIT_PSS_MIB:g} MiB limit; PSS/USS by process: {detail}")
