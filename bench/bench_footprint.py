@@ -45,6 +45,7 @@ if str(REPO) not in sys.path:
 
 from bench.bench_supervisor import free_port, kidecar_argv, tree_of  # noqa: E402
 from tests.support import in_cluster  # noqa: E402
+from tests.support.tree_pages import own_mib  # noqa: E402
 
 MIB = 1024 * 1024
 GO_KIDECAR_PSS = 38.4  # MiB, issue 16 (magicsong/kidecar, one process, same scenario)
@@ -64,6 +65,8 @@ class Part:
 @dataclass
 class Tree:
     parts: list[Part] = field(default_factory=list)
+    #: the tree's own pages, each once: its PSS in a pod, where nothing else maps them
+    own: float = 0.0
 
     @property
     def pss(self) -> float:
@@ -78,8 +81,9 @@ class Tree:
         return sum(p.rss for p in self.parts)
 
     def text(self) -> str:
-        return (f"PSS {self.pss:.1f} MiB, USS {self.uss:.1f} MiB, RSS {self.rss:.1f} MiB "
-                f"({len(self.parts)} processes)")
+        own = f"{self.own:.1f} MiB as in a pod (its own pages), " if self.own else ""
+        return (f"{own}PSS here {self.pss:.1f} MiB, USS {self.uss:.1f} MiB, RSS "
+                f"{self.rss:.1f} MiB ({len(self.parts)} processes)")
 
     def breakdown(self) -> str:
         return ", ".join(f"{p.role} {p.pss:.1f}/{p.uss:.1f}/{p.rss:.1f}" for p in self.parts)
@@ -104,6 +108,8 @@ def measure(root: int, names: dict[int, str] | None = None) -> Tree:
             continue
         tree.parts.append(Part((names or {}).get(pid, str(pid)), info.pss / MIB,
                                info.uss / MIB, info.rss / MIB))
+    if os.geteuid() == 0:  # page frame numbers are root's to read
+        tree.own = own_mib(tree_of(root))
     return tree
 
 
@@ -265,18 +271,21 @@ def _peak_during(running: Running, files: Any, idle: float) -> float:
 
 # -- rows -------------------------------------------------------------------------------------
 def _production_row(tree: Tree, idle: float) -> dict[str, str]:
-    verdict = "within the aim" if tree.pss <= AIM_PSS else (
-        f"{tree.pss - AIM_PSS:.1f} MiB over the aim")
+    figure = tree.own or tree.pss  # as in a pod where it can be read (root)
+    verdict = "within the aim" if figure <= AIM_PSS else (
+        f"{figure - AIM_PSS:.1f} MiB over the aim")
     return {
         "benchmark": "production tree PSS: InKube in-cluster (SA token + CA), hot_update + "
                      f"http_probe @1 s, 1 hot update done, {idle:g} s idle",
         "kidecar": tree.text(),
         "peers": f"Go kidecar (magicsong/kidecar): {GO_KIDECAR_PSS} MiB PSS (issue 16, "
-                 f"quoted, not re-measured); ratio {tree.pss / GO_KIDECAR_PSS:.2f}×",
+                 f"quoted, not re-measured); ratio {figure / GO_KIDECAR_PSS:.2f}×",
         "aim": f"≤ {AIM_PSS:g} MiB PSS (limit {LIMIT_PSS:g}); {verdict}",
         "notes": f"real kube-apiserver, config/rbac.yaml, ServiceAccount files at "
                  f"{in_cluster.SERVICE_ACCOUNT_DIR} in a private mount namespace; PSS/USS/RSS "
-                 f"by process (MiB): {tree.breakdown()}; docs/footprint.md explains each"}
+                 f"by process (MiB): {tree.breakdown()}; the first figure counts each page "
+                 f"of the tree once, as PSS is in a pod (tests/support/tree_pages.py); "
+                 f"docs/footprint.md explains each"}
 
 
 def _local_row(tree: Tree, idle: float) -> dict[str, str]:
