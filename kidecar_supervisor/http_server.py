@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
-from gunicorn.app.base import BaseApplication
+from gunicorn.config import Config
 from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.sock import create_sockets
 
@@ -46,17 +46,21 @@ class JsonGunicornLogger(GunicornLogger):
         return None
 
 
-class EmbeddedGunicorn(BaseApplication):
+class EmbeddedGunicorn:
+    """What gunicorn's worker asks of its application: ``cfg`` and ``wsgi()``.
+
+    Not ``gunicorn.app.base.BaseApplication``: that imports the arbiter (and
+    its pidfile, systemd and debug modules) for a process that runs no
+    arbiter; those pages would sit in the HTTP child for nothing (issue 16).
+    """
+
     def __init__(self, app: Flask, options: dict[str, Any]) -> None:
         self._app = app
-        self._options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self._options.items():
+        self.cfg = Config()
+        for key, value in options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> Flask:
+    def wsgi(self) -> Flask:
         return self._app
 
 
