@@ -116,6 +116,12 @@ class Child:
     next_start_at: float | None = None
     stop_deadline: float | None = None
     restart_after_stop: bool = False
+    #: replaced by a fresh process at its own request (``recycle``): from the request
+    #: until the new process reports its readiness, ``/readyz`` counts it as ready and
+    #: calls to it wait (a fresh hot_update restores its state first: no 409 meanwhile)
+    recycling: bool = False
+    #: how many times it was recycled (not restarts: nothing failed)
+    recycles: int = 0
     #: the error this run reported itself (an init failure), kept over its exit code
     run_error: str = ""
     #: bytes read from the child's pipe that do not make a whole message yet
@@ -191,6 +197,9 @@ class Child:
             self.ops.running(self)
         elif message["t"] == "ready":
             self.ready = bool(message.get("ready"))
+            if self.recycling:  # the fresh process of a recycle restored its state
+                self.recycling = False
+                self.ops.running(self)  # the calls held meanwhile go now
         elif message["t"] == "error":
             self.run_error = self.last_error = str(message.get("error", ""))
 
@@ -225,13 +234,19 @@ class Child:
         self._after_exit(code, ran_for, may_restart)
 
     def _after_exit(self, code: int, ran_for: float, may_restart: bool) -> None:
+        recycled = self.recycling and self.restart_after_stop and code == 0
+        self.recycling = False  # a process that ends is never one on its way to ready
         if not may_restart or not self.wanted:
             self.restart_after_stop = False
             self._settle(ChildState.STOPPED, f"plugin {self.name!r} stopped")
             return
-        if self.restart_after_stop:  # an operator's restart: no policy, no budget
+        if self.restart_after_stop:  # an operator's restart or a recycle: no policy, no budget
             self.restart_after_stop = False
-            self.restarts += 1
+            if recycled:
+                self.recycles += 1
+                self.recycling = True  # until the new process says it is ready
+            else:
+                self.restarts += 1
             self._become(ChildState.PENDING)
             self.start()
             return
@@ -288,7 +303,7 @@ class Child:
         if for_good:
             self.wanted = False
         self.next_start_at = None
-        self.restart_after_stop = False
+        self.restart_after_stop = self.recycling = False
         if not self.alive and self.state != ChildState.STOPPED:
             self._settle(ChildState.STOPPED, f"plugin {self.name!r} stopped")
 
@@ -331,6 +346,7 @@ class Child:
     def restart_now(self, grace: float) -> None:
         """``POST /plugins/<name>/restart``: stop (if alive) and start, budget reset."""
         self.wanted = True
+        self.recycling = False
         self.tracker.reset()
         if self.alive:
             self.restart_after_stop = True
@@ -340,11 +356,22 @@ class Child:
             self.restarts += 1
             self.start()
 
+    def recycle(self, grace: float, reason: str) -> None:
+        """The plugin asked for a fresh process (it is idle): stop it and start anew.
+
+        Calls to it wait meanwhile (the router holds them for a child coming
+        back). An exit other than 0 on the way counts as a restart, as usual.
+        """
+        log.info("recycling %s: %s", self.name, reason, extra={"plugin": self.name})
+        self.recycling = True
+        self.restart_after_stop = True
+        self.stop(grace)
+
     def disable(self, grace: float) -> None:
         """``POST /plugins/<name>/stop``: stop and stay stopped."""
         self.wanted = False
         self.next_start_at = None
-        self.restart_after_stop = False
+        self.restart_after_stop = self.recycling = False
         if self.alive:
             self.stop(grace)
         elif self.state != ChildState.STOPPED:
@@ -365,7 +392,8 @@ class Child:
             "state": self.state.value, "pid": self.pid or None, "ready": self.ready,
             # a child (re)started after ``now`` was read (a restart answered with its
             # snapshot) has run for 0 s, never for a negative time
-            "restarts": self.restarts, "uptime": max(0.0, round(now - self.started_at, 3))
+            "restarts": self.restarts, "recycles": self.recycles,
+            "uptime": max(0.0, round(now - self.started_at, 3))
             if self.alive and self.started_at else 0.0,
             "lastError": self.last_error or None, "lastExitCode": self.last_exit,
             "version": self.version, "restartPolicy": self.restart.policy,

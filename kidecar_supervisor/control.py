@@ -169,7 +169,7 @@ class ControlTable:
         # every configured plugin counts, even one an operator stopped on purpose
         waiting = [c.name for c in host.children
                    if not (c.state == ChildState.RUNNING and c.ready)
-                   and c.state != ChildState.COMPLETED]
+                   and c.state != ChildState.COMPLETED and not c.recycling]
         if host.shutting_down or waiting:
             reason = "shutting down" if host.shutting_down else f"not ready: {', '.join(waiting)}"
             request.answer(fail(503, reason, waiting=waiting))

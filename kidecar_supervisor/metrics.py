@@ -28,6 +28,10 @@ class _SnapshotCollector:
         up = GaugeMetricFamily("kidecar_plugin_up", "1 while the plugin runs", labels=["plugin"])
         restarts = CounterMetricFamily("kidecar_plugin_restarts", "restarts since start-up",
                                        labels=["plugin"])
+        recycles = CounterMetricFamily(
+            "kidecar_plugin_recycles",
+            "times the plugin, idle, was replaced by a fresh process at its own request",
+            labels=["plugin"])
         uptime = GaugeMetricFamily("kidecar_plugin_uptime_seconds",
                                    "seconds since the plugin's process started", labels=["plugin"])
         dropped = CounterMetricFamily(
@@ -41,8 +45,9 @@ class _SnapshotCollector:
                 state.add_metric([name, value], 1.0 if row["state"] == value else 0.0)
             up.add_metric([name], 1.0 if row["state"] == ChildState.RUNNING else 0.0)
             restarts.add_metric([name], float(row.get("restarts", 0)))
+            recycles.add_metric([name], float(row.get("recycles", 0)))
             uptime.add_metric([name], float(row.get("uptime") or 0.0))
-        yield from (state, up, restarts, uptime, dropped)
+        yield from (state, up, restarts, recycles, uptime, dropped)
         yield GaugeMetricFamily("kidecar_supervisor_uptime_seconds", "seconds since start-up",
                                 value=float(self.snapshot.get("uptime", 0.0)))
         yield from _gauges(self.snapshot.get("gauges", []))

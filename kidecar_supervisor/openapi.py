@@ -82,6 +82,7 @@ def _form_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any
 def _schemas() -> dict[str, Any]:
     plugin = _object({"name": _STRING, "kind": _STRING, "state": _STRING,
                       "ready": {"type": "boolean"}, "restarts": {"type": "integer"}},
+                     recycles={"type": "integer"},
                      pid={"type": ["integer", "null"]}, lastError={"type": ["string", "null"]},
                      infos={"type": "object"})
     return {

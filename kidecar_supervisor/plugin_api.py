@@ -134,6 +134,7 @@ class PluginContext:
     _store_factory: Any = None
     _ready_cb: Any = None
     _metrics_cb: Any = None
+    _recycle_cb: Any = None
 
     def storage(self, cfg: StorageConfig) -> ResultStore:
         if self._store_factory is None:
@@ -149,6 +150,20 @@ class PluginContext:
         """Publish a numeric value on /metrics (e.g. http_probe's HTTPMetric)."""
         if self._metrics_cb is not None:
             self._metrics_cb(name, value, labels or {})
+
+    def recycle(self, reason: str) -> None:
+        """Ask to be replaced by a fresh process of this plugin once no call runs in it.
+
+        For a plugin that just finished a one-off heavy task: the pages it wrote
+        stay its own for the rest of its life, a fresh fork of the supervisor
+        gives them back (hot_update after an update: ~4 MiB, docs/footprint.md).
+        The supervisor stops this process gracefully (calls to it wait meanwhile,
+        ``/readyz`` stays as it was) and starts a new one, which runs ``init``
+        and ``run`` again: only a plugin whose state survives a restart may ask.
+        Not a failure: it does not count as a restart.
+        """
+        if self._recycle_cb is not None:
+            self._recycle_cb(reason)
 
 
 class Plugin(abc.ABC):

@@ -59,6 +59,8 @@ class PluginRuntime:
         self._beat_while = beat_while
         #: the supervisor's ``serve`` message (the HTTP child only)
         self._on_serve = on_serve
+        #: why the plugin asked to be recycled; sent once no call runs (``_offer_recycle``)
+        self._recycle_reason: str | None = None
         #: set once init() returned or failed; ``init_failed`` says which
         self.init_done = threading.Event()
         self.init_failed = False
@@ -67,6 +69,7 @@ class PluginRuntime:
             _store_factory=lambda cfg: RemoteStore(self.call, cfg),
             _ready_cb=lambda ready: self.send(protocol.ready(ready)),
             _metrics_cb=lambda n, v, labels: self.send(protocol.gauge(n, v, labels)),
+            _recycle_cb=self._want_recycle,
         )
 
     # -- pipe ------------------------------------------------------------------
@@ -154,6 +157,21 @@ class PluginRuntime:
                 self._active_calls -= 1
                 self._calls_done.notify_all()
         self.send(reply)
+        self._offer_recycle()
+
+    def _want_recycle(self, reason: str) -> None:
+        self._recycle_reason = reason
+        self._offer_recycle()
+
+    def _offer_recycle(self) -> None:
+        """Send the plugin's recycle wish once no call runs here: after the reply of the
+        call that made it (the supervisor recycles only a plugin no call waits on)."""
+        with self._calls_done:
+            reason, idle = self._recycle_reason, self._active_calls == 0
+            if reason is None or not idle or self.ctx.stop_requested.is_set():
+                return
+            self._recycle_reason = None
+        self.send(protocol.recycle(reason))
 
     def _heartbeat(self) -> None:
         while not self.ctx.stop_requested.wait(self.heartbeat_interval):

@@ -5,7 +5,8 @@ Two channels:
 * **The pipe** between the supervisor and a forked child (a plugin, or the
   HTTP child with the store in it): a ``multiprocessing`` Connection carrying
   dicts keyed by ``"t"``. Child → supervisor: ``hb``, ``started``, ``ready``,
-  ``error``, ``gauge``, ``call`` (to another child) and ``reply``. Supervisor
+  ``error``, ``gauge``, ``call`` (to another child), ``reply`` and ``recycle``
+  (replace me by a fresh process, I am idle). Supervisor
   → child: ``call``, ``reply``, ``stop`` and (HTTP child) ``serve``.
 * **The control channel** (``control_channel.py``): the HTTP worker and the
   CLI ask the supervisor's main loop, dicts keyed by ``"op"`` (``Op``); every
@@ -96,7 +97,19 @@ class Serve(TypedDict):
     t: Literal["serve"]
 
 
-PipeMessage = Heartbeat | Started | Ready | ErrorReport | Gauge | Call | Reply | Stop | Serve
+class Recycle(TypedDict):
+    """Plugin: replace this process by a fresh fork of the same plugin, now that it is idle.
+
+    A one-off heavy task (hot_update's download, install and reload) writes to
+    pages the process shares with its parent and keeps them for its whole life;
+    a fresh fork gives them back (issue 16, docs/footprint.md)."""
+
+    t: Literal["recycle"]
+    reason: str
+
+
+PipeMessage = (Heartbeat | Started | Ready | ErrorReport | Gauge | Call | Reply | Stop | Serve
+               | Recycle)
 
 
 def heartbeat(status: dict[str, Any], version: str) -> Heartbeat:
@@ -117,6 +130,10 @@ def error_report(error: str) -> ErrorReport:
 
 def gauge(name: str, value: float, labels: dict[str, str]) -> Gauge:
     return {"t": "gauge", "name": name, "value": float(value), "labels": labels}
+
+
+def recycle(reason: str) -> Recycle:
+    return {"t": "recycle", "reason": reason}
 
 
 def call(call_id: int, method: str, params: dict[str, Any], target: str | None = None) -> Call:

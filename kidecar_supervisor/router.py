@@ -117,7 +117,7 @@ class Router:
         if target is None or not target.callable:
             self.fail(pending.reply_to, 404, f"plugin {pending.target!r} is not configured")
             return
-        if target.conn is not None and target.state == ChildState.RUNNING:
+        if target.conn is not None and target.state == ChildState.RUNNING and not target.recycling:
             self._dispatch(target, pending)
             return
         queue = self.queued.setdefault(target.name, [])
@@ -127,10 +127,15 @@ class Router:
         self.fail(pending.reply_to, 503,
                   f"plugin {target.name!r} is not running (state {target.state})")
 
+    def waits_on(self, child: Child) -> bool:
+        """A call sent to this process of ``child`` is not answered yet."""
+        return any(p.sent_to == child.pid for p in self.in_flight.values())
+
     def _coming_back(self, child: Child) -> bool:
         if not self.host.restarts_allowed() or not child.wanted:
             return False
-        return child.state in (ChildState.PENDING, ChildState.STARTING, ChildState.BACKOFF) or (
+        return child.recycling or child.state in (
+            ChildState.PENDING, ChildState.STARTING, ChildState.BACKOFF) or (
             child.state == ChildState.STOPPING and child.restart_after_stop)
 
     def _dispatch(self, target: Child, pending: _Pending) -> None:

@@ -291,7 +291,9 @@ class Supervisor:
         if child.conn is not None:
             self._on_pipe(child)  # last words (an init error) before the pipe closes
             self.launcher.close_pipe(child)
-        self._gauges = {k: v for k, v in self._gauges.items() if k[0] != child.name}
+        if not (child.recycling and child.restart_after_stop and code == 0):
+            # a recycled plugin's gauges stay: its next process carries on from them
+            self._gauges = {k: v for k, v in self._gauges.items() if k[0] != child.name}
         child.on_exit(code, may_restart=self.restarts_allowed())
 
     # ChildEvents (from the launcher) ----------------------------------------------------
@@ -344,6 +346,18 @@ class Supervisor:
             self.router.from_child(child, message, time.monotonic())
         elif message["t"] == "reply":
             self.router.on_reply(message)
+        elif message["t"] == "recycle":
+            self._recycle(child, str(message.get("reason") or "asked for a fresh process"))
+
+    def _recycle(self, child: Child, reason: str) -> None:
+        """A plugin, idle, asks for a fresh process (``PluginContext.recycle``): granted
+        only to a running plugin no call waits on, while kidecar serves."""
+        if (child.kind != ChildKind.PLUGIN or child.state != ChildState.RUNNING
+                or not self.restarts_allowed() or self.router.waits_on(child)):
+            log.debug("%s asked to be recycled (%s): not now (%s)", child.name, reason,
+                      child.state, extra={"plugin": child.name})
+            return
+        child.recycle(child.restart.stop_grace_seconds, reason)
 
     def send(self, child: Child, message: PipeMessage) -> bool:
         return self.launcher.send(child, message)

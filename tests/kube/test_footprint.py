@@ -92,7 +92,7 @@ def roles(sidecar: Sidecar) -> dict[int, str]:
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                     reason="the ServiceAccount files at the pod's path need root and unshare(1)")
 @pytest.mark.xfail(strict=True, reason=(
-    "issue 16 is open: the idle production tree measures 71 MiB as in a pod (docs/footprint.md); "
+    "issue 16 is open: the idle production tree measures 67 MiB as in a pod (docs/footprint.md); "
     "strict, so the day it fits under 64 MiB this marker must go"))
 def test_idle_production_tree_stays_within_64_mib_pss(
     kube_env: Any, pod: str, game: GameEndpoint, tmp_path: Path

@@ -351,3 +351,54 @@ def test_uptime_is_never_negative_when_the_child_started_after_now_was_read() ->
     """Issue 17 finding 9: a crash loop showed ``uptime: -0.001``."""
     child, ops = running(ChildKind.BINARY)
     assert child.snapshot(ops.now - 0.001)["uptime"] == 0.0
+
+
+# -- recycling (a plugin, idle, asks for a fresh process: issue 16) -------------------
+
+def test_a_recycle_stops_then_starts_a_fresh_process_without_counting_a_restart() -> None:
+    child, ops = running()
+    child.ready = True
+    child.recycle(grace=3.0, reason="update settled")
+    assert child.state == S.STOPPING and ("p", {"t": "stop", "grace": 3.0}) in ops.sent
+    assert child.recycling  # /readyz counts it ready meanwhile
+    child.on_exit(0, may_restart=True)
+    assert child.state == S.STARTING and child.pid == 102 and ops.forks == 2
+    assert child.recycles == 1 and child.restarts == 0 and child.recycling
+    child.on_message(started("1.0"))
+    assert child.recycling  # running, not restored yet: calls wait, /readyz as before
+    child.on_message(ready(True))
+    assert not child.recycling and child.ready
+    assert child.snapshot(ops.now)["recycles"] == 1
+
+
+def test_a_fresh_process_that_reports_unready_ends_the_recycle_unready() -> None:
+    child, ops = running()
+    child.recycle(grace=3.0, reason="update settled")
+    child.on_exit(0, may_restart=True)
+    child.on_message(started("1.0"))
+    child.on_message(ready(False))  # e.g. what it restored is unconfirmed
+    assert not child.recycling and not child.ready
+
+
+def test_a_recycle_that_ends_in_a_crash_counts_as_a_restart() -> None:
+    child, ops = running()
+    child.recycle(grace=3.0, reason="update settled")
+    child.on_exit(3, may_restart=True)
+    assert child.state == S.STARTING and child.restarts == 1 and child.recycles == 0
+    assert not child.recycling
+
+
+def test_the_fresh_process_of_a_recycle_crashing_before_ready_stops_counting_as_ready() -> None:
+    child, ops = running()
+    child.recycle(grace=3.0, reason="update settled")
+    child.on_exit(0, may_restart=True)
+    assert child.recycling
+    child.on_exit(1, may_restart=True)
+    assert not child.recycling and child.restarts == 1
+
+
+def test_a_recycle_during_shutdown_leaves_it_stopped() -> None:
+    child, ops = running()
+    child.recycle(grace=3.0, reason="update settled")
+    child.on_exit(0, may_restart=False)
+    assert child.state == S.STOPPED and not child.recycling and child.recycles == 0

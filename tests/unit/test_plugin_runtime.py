@@ -31,6 +31,12 @@ class _Idle(Plugin):
     def run(self) -> None:
         self.ctx.stop_requested.wait()
 
+    def handle(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "heavy_task":  # done: its memory goes back with a fresh process
+            self.ctx.recycle("heavy task done")
+            return "done"
+        return super().handle(method, params)
+
 
 class _Running:
     def __init__(self, tmp_path: Path, heartbeat_interval: float) -> None:
@@ -104,3 +110,20 @@ def test_calls_in_flight_and_new_calls_fail_at_once_when_the_supervisor_is_gone(
         runtime.call("storage", "record_result", {}, timeout=60.0)
     plugin.main.join(5)
     assert not plugin.main.is_alive()  # and the plugin stopped
+
+
+def test_a_recycle_asked_for_during_a_call_is_sent_after_its_reply(running: Any) -> None:
+    """The supervisor recycles only a plugin no call waits on: the reply goes first."""
+    plugin = running(heartbeat_interval=5.0)
+    plugin.next_message("ready")
+    plugin.supervisor_end.send({"t": "call", "id": 7, "method": "heavy_task", "params": {}})
+    seen = []
+    while plugin.supervisor_end.poll(5):
+        message = plugin.supervisor_end.recv()
+        seen.append(message)
+        if message["t"] == "recycle":
+            break
+    assert [m["t"] for m in seen] == ["reply", "recycle"], seen
+    assert seen[0]["id"] == 7 and seen[0]["result"] == "done"
+    assert seen[1]["reason"] == "heavy task done"
+    assert not plugin.supervisor_end.poll(0.3)  # asked once, not on every heartbeat

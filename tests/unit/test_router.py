@@ -10,7 +10,7 @@ import pytest
 
 from kidecar_supervisor.child import Child
 from kidecar_supervisor.config import RestartSettings
-from kidecar_supervisor.protocol import STORAGE, call, reply_error, reply_ok, started
+from kidecar_supervisor.protocol import STORAGE, call, ready, reply_error, reply_ok, started
 from kidecar_supervisor.router import Router
 from kidecar_supervisor.states import ChildKind, ChildState
 from tests.support.child_fakes import FakeOps
@@ -239,3 +239,22 @@ def test_notify_sends_a_call_nobody_waits_for(host: Host) -> None:
     router.notify(storage, "store", {"op": "emit_event"})
     assert host.sent[-1][1]["id"] == 0 and router.in_flight == {}
     router.on_reply(reply_ok(0, None))  # matches nothing
+
+
+def test_calls_to_a_recycling_plugin_wait_until_its_fresh_process_is_ready(host: Host) -> None:
+    """A fresh hot_update restores its state first: a call sent then would get a 409."""
+    child = host.add("hot_update")
+    router = Router(host)
+    child.recycle(grace=3.0, reason="update settled")
+    asker = _ask(router, "hot_update")
+    assert host.sent == [] and len(router.queued["hot_update"]) == 1
+    child.on_exit(0, may_restart=True)  # the fresh process starts
+    child.on_message(started("1"))
+    router.on_running(child)
+    assert host.sent == [] and len(router.queued["hot_update"]) == 1  # running, restoring
+    child.on_message(ready(False))  # restored (readiness either way): the calls go
+    router.on_running(child)
+    assert router.queued == {} and host.sent[-1][0] == "hot_update"
+    assert router.waits_on(child) and not child.recycling
+    router.on_reply(reply_ok(host.sent[-1][1]["id"], "idle"))
+    assert asker.answers == [{"ok": True, "result": "idle"}] and not router.waits_on(child)

@@ -69,6 +69,8 @@ class HotUpdateConfig:
     allowed_url_prefixes: tuple[str, ...] = ()
     #: the pod annotation holding the desired version ("" = not followed)
     desired_annotation_key: str = ""
+    #: replace the plugin's process by a fresh one after each settled update (issue 16)
+    recycle_after_update: bool = True
 
     def storage_configs(self) -> list[StorageConfig]:
         """The one store results go to (the supervisor sends plugin-failure Events there)."""
@@ -118,6 +120,7 @@ class HotUpdateConfig:
             keep_versions=reader.int("keepVersions", default=3, minimum=1, maximum=50),
             allowed_url_prefixes=_prefixes(reader),
             desired_annotation_key=_desired_key(reader, storage),
+            recycle_after_update=reader.bool("recycleAfterUpdate", default=True),
         )
         reader.reject_unknown()
         return cfg

@@ -105,6 +105,7 @@ log = logging.getLogger("kidecar.hot_update")
 
 PLUGIN_NAME = "hot_update"
 HISTORY_NAME = "hot-update-history.json"
+STAGE_METRICS_NAME = "hot-update-stage-metrics.json"
 #: how often results the store did not take are offered to it again
 RETRY_RECORD_SECONDS = 5.0
 #: the answer to an update the game did not confirm and kidecar rolled back (README)
@@ -146,7 +147,8 @@ class HotUpdatePlugin(Plugin):
         self.updates = UpdateStatus(ctx.state_dir / HISTORY_NAME)
         self.kept = KeptVersions(ctx.state_dir, self.cfg.keep_versions)
         self.pending = PendingJournal(ctx.state_dir)
-        self.stages = StageMetrics(lambda name, value, labels: ctx.set_gauge(name, value, labels))
+        self.stages = StageMetrics(lambda name, value, labels: ctx.set_gauge(name, value, labels),
+                                   ctx.state_dir / STAGE_METRICS_NAME)
         self._stage_started: tuple[str, float] | None = None
         #: the last update ended ``failed``: readiness stays off until one succeeds
         self._unconfirmed = False
@@ -288,12 +290,29 @@ class HotUpdatePlugin(Plugin):
             result = self._apply_or_raise(request, source, note)
         except PluginCallError as err:
             self._finish(error=err)
+            self._recycle_if_settled(request)
             raise
         except BaseException:
             self._finish(error=PluginCallError(500, "the update ended unexpectedly"))
             raise
         self._finish(result=result)
+        self._recycle_if_settled(request)
         return result
+
+    def _recycle_if_settled(self, request: UpdateRequest) -> None:
+        """Ask for a fresh process once an update has settled (``recycleAfterUpdate``).
+
+        The download, install, reload and record path touches ~4 MiB of pages
+        this process shares with the supervisor, and keeps them for its life: a
+        fresh fork gives them back (issue 16, docs/footprint.md). Everything an
+        update leaves is on disk or in the store, and a new process restores
+        it (as after a crash); not while a failure leaves the game unconfirmed
+        (readiness off) or a result waits to be recorded.
+        """
+        if (self.cfg.recycle_after_update and not self._unconfirmed
+                and not self.recorder.unrecorded()):
+            self.ctx.recycle(f"update to {request.version} settled: a fresh process gives "
+                             "back the memory the update touched")
 
     def _admit(self, request: UpdateRequest) -> InFlight | dict[str, Any] | None:
         """Decide what a valid request gets, atomically with respect to other requests.
