@@ -101,3 +101,26 @@ def test_recycle_after_update_can_be_switched_off(
         assert row["pid"] == pid and row["recycles"] == 0
     finally:
         assert sidecar.stop() == 0
+
+
+def test_a_failed_update_is_recycled_and_its_status_carries_over(
+        tmp_path: Path, file_dir: Path, upstream: UpstreamServer, game: FakeGame) -> None:
+    """The fresh process shows what the last one did: failed, the error, the restore."""
+    url = upstream.add_file("index.html", NEW)
+    nobody = signal_config(file_dir, "no-such-game-process")
+    sidecar = start_sidecar({"plugins": [{"name": "hot_update", "config": nobody}]},
+                            tmp_path, wait_ready=True)
+    try:
+        restore = sidecar.get("/hot-update").json()["restore"]
+        answer = sidecar.post("/hot-update", data={"version": "v2", "url": url}, timeout=60)
+        assert answer.status_code == 424 and "process not found" in answer.json()["error"]
+        wait_until(lambda: _row(sidecar)["recycles"] == 1, what="hot_update recycled")
+        wait_until(lambda: _row(sidecar)["ready"], what="the fresh hot_update ready")
+        state = sidecar.get("/hot-update").json()
+        assert state["state"] == "failed" and state["restore"] == restore, state
+        assert "process not found" in state["lastError"]["error"], state
+        assert state["history"][0]["version"] == "v2" and not state["history"][0]["success"]
+        assert (file_dir / "index.html").read_bytes() == OLD
+        assert not (tmp_path / "state" / "hot-update-handover.json").exists()
+    finally:
+        assert sidecar.stop() == 0

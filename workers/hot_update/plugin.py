@@ -73,6 +73,7 @@ from workers.hot_update.download import (
     DownloadLimits,
     download,
 )
+from workers.hot_update.handover import Handover
 from workers.hot_update.in_flight import InFlight
 from workers.hot_update.install import DirectoryBusy, FileSlot
 from workers.hot_update.kept_versions import KeptVersion, KeptVersions
@@ -145,6 +146,7 @@ class HotUpdatePlugin(Plugin):
         self.recorder = ResultRecorder(self.store, self.cfg.storage.type,
                                        lambda name, value: ctx.set_gauge(name, value))
         self.updates = UpdateStatus(ctx.state_dir / HISTORY_NAME)
+        self.handover = Handover(ctx.state_dir)
         self.kept = KeptVersions(ctx.state_dir, self.cfg.keep_versions)
         self.pending = PendingJournal(ctx.state_dir)
         self.stages = StageMetrics(lambda name, value, labels: ctx.set_gauge(name, value, labels),
@@ -176,7 +178,12 @@ class HotUpdatePlugin(Plugin):
     def run(self) -> None:
         try:
             self._finish_pending()
-            if not self._apply_desired_at_start():
+            carried = self.handover.take()
+            if carried is not None:  # a recycle: the previous process settled everything
+                self.updates.take_over(carried)
+                log.info("took over from the recycled process (stage %s): nothing to restore",
+                         carried["stage"])
+            if not self._apply_desired_at_start() and carried is None:
                 self._restore()
         except Exception as exc:  # never stay unready because of a bug in restore
             log.exception("restoring the recorded hot update failed")
@@ -311,6 +318,11 @@ class HotUpdatePlugin(Plugin):
         """
         if (self.cfg.recycle_after_update and not self._unconfirmed
                 and not self.recorder.unrecorded()):
+            try:
+                self.handover.give(self.updates.carried())
+            except OSError as exc:  # the next process restores instead: no recycle
+                log.warning("not recycling: cannot hand over the status: %s", exc)
+                return
             self.ctx.recycle(f"update to {request.version} settled: a fresh process gives "
                              "back the memory the update touched")
 
@@ -340,6 +352,7 @@ class HotUpdatePlugin(Plugin):
                     self._busy.release()
                     raise
                 self._in_flight = InFlight(request)
+                self.handover.withdraw()  # this process is not settled any more
                 return None
         self._rejected(conflict, {"version": request.version, "url": request.shown_url})
         raise conflict

@@ -130,6 +130,20 @@ class UpdateStatus:
         with self._lock:
             self.applied = applied
 
+    def carried(self) -> dict[str, Any]:
+        """What ``GET /hot-update`` shows that lives in memory only: handed to the next
+        process of a recycle (``take_over``), so the recycle does not show."""
+        with self._lock:
+            return {"state": self.state, "stage": self.stage, "lastError": self.last_error,
+                    "restore": dict(self.restore)}
+
+    def take_over(self, carried: dict[str, Any]) -> None:
+        with self._lock:
+            self.state = str(carried["state"])
+            self.stage = str(carried["stage"])
+            self.last_error = carried.get("lastError") or None
+            self.restore = dict(carried["restore"])
+
     def set_restore(self, **info: Any) -> None:
         with self._lock:
             self.restore = info
