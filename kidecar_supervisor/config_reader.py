@@ -11,7 +11,6 @@ Keys match case-insensitively because the seed documents spell the same key
 from __future__ import annotations
 
 import builtins
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -251,6 +250,10 @@ class ConfigReader:
         for key in self._data:
             if key in self._used or str(key).lower() in ignored:
                 continue
+            # imported on a typo only: a valid config never needs it, and what the
+            # supervisor imports stays in every process's pages (issue 16)
+            import difflib
+
             hint = difflib.get_close_matches(str(key), sorted(self._asked), n=1, cutoff=0.6)
             suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise self.error(str(key), f"unknown field{suffix}")
