@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.bench_supervisor import free_port, kidecar_argv, tree_of  # noqa: E402
+from bench.bench_supervisor import free_port, image_argv, tree_of  # noqa: E402
 from tests.support import in_cluster  # noqa: E402
 from tests.support.tree_pages import own_mib  # noqa: E402
 
@@ -145,14 +145,15 @@ class Running:
 
 def start(config: dict[str, Any], workdir: Path, env: dict[str, str],
           prefix: list[str] | None = None) -> Running:
-    """``kidecar run`` on ``config``; returns once /readyz answers 200."""
+    """``kidecar run`` on ``config`` as the image starts it (-OO); returns once /readyz
+    answers 200."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "kidecar.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     with open(workdir / "out.log", "ab") as out:
         proc = subprocess.Popen(
-            [*(prefix or []), *kidecar_argv(), "run", "--config", str(path), "--port", str(port),
+            [*(prefix or []), *image_argv(), "run", "--config", str(path), "--port", str(port),
              "--host", "127.0.0.1", "--state-dir", str(workdir / "state")],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(workdir),
             env={**os.environ, "PYTHONPATH": os.pathsep.join(

@@ -281,6 +281,19 @@ def kidecar_argv() -> list[str]:
                           f"kidecar_supervisor is not importable: pip install -e {REPO}")
 
 
+def image_argv() -> list[str]:
+    """kidecar as the image starts it (the Dockerfile's ENTRYPOINT): ``python -OO -m
+    kidecar_supervisor``, with the interpreter of the kidecar ``kidecar_argv`` finds."""
+    first = kidecar_argv()[0]
+    python = sys.executable
+    if first != sys.executable:
+        with open(first, "rb") as script:
+            line = script.readline().decode(errors="replace").strip()
+        if line.startswith("#!") and len(line.split()) == 1:  # a console script's interpreter
+            python = line[2:]
+    return [python, "-OO", "-m", "kidecar_supervisor"]
+
+
 def binary_plugins() -> list[dict[str, Any]]:
     return [{"name": name, "binary": {"path": SLEEP, "args": [arg]}}
             for name, arg in PROGRAMS.items()]

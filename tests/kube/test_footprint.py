@@ -1,6 +1,8 @@
 """The production sidecar tree stays within its memory limit (issue 16).
 
-A real ``kidecar run`` reaches the real API server the way a pod does (the
+A real ``kidecar run``, started as the image starts it (``python -OO -m
+kidecar_supervisor run``: tests/support/sidecar_process.py), reaches the real
+API server the way a pod does (the
 ServiceAccount's token and CA at /var/run/secrets/kubernetes.io/serviceaccount
 in a private mount namespace, KUBERNETES_SERVICE_HOST/PORT; no kubeconfig),
 runs the seeds' hot_update + http_probe on InKube storage probing every
@@ -91,9 +93,6 @@ def roles(sidecar: Sidecar) -> dict[int, str]:
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                     reason="the ServiceAccount files at the pod's path need root and unshare(1)")
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 16 is open: the idle production tree measures 67 MiB as in a pod (docs/footprint.md); "
-    "strict, so the day it fits under 64 MiB this marker must go"))
 def test_idle_production_tree_stays_within_64_mib_pss(
     kube_env: Any, pod: str, game: GameEndpoint, tmp_path: Path
 ) -> None:

@@ -118,7 +118,13 @@ def test_a_chown_to_another_user_fails_the_check(tmp_path: Path) -> None:
     ("KIDECAR_KEEP_CAPABILITIES=KILL", "KIDECAR_KEEP_CAPABILITIES=KILLL",
      "unknown capabilities ['KILLL']"),
     ("RUN mkdir -p", "RUN apt-get update && mkdir -p", "RUN command 'apt-get' is not reproduced"),
-    ('ENTRYPOINT ["kidecar", "run"]', "ENTRYPOINT kidecar run", "exec (JSON array) form"),
+    ('ENTRYPOINT ["python", "-OO", "-m", "kidecar_supervisor", "run"]',
+     "ENTRYPOINT python -OO -m kidecar_supervisor run", "exec (JSON array) form"),
+    # the image runs kidecar under -OO (issue 16): the console script cannot say so
+    ('ENTRYPOINT ["python", "-OO", "-m", "kidecar_supervisor", "run"]',
+     'ENTRYPOINT ["kidecar", "run"]', "expected ['python', '-OO'"),
+    ("RUN python -OO -m compileall -q -j 0 -x '/(tests?|idle_test)/' /usr/local/lib/python3.11",
+     "RUN python -OO -m compileall -q", "compileall without a directory"),
     ("EXPOSE 5000", "EXPOSE 8080", "EXPOSE 5000 is missing"),
 ])
 def test_broken_dockerfiles_fail_the_check(tmp_path: Path, old: str, new: str,

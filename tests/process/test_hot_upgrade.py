@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.sidecar_process import Sidecar, free_port, start_sidecar
+from tests.support.sidecar_process import KIDECAR, Sidecar, free_port, start_sidecar
 from tests.support.upstream_server import UpstreamServer
 
 pytestmark = pytest.mark.slow
@@ -251,7 +251,7 @@ def test_newer_instance_dying_before_ready_leaves_the_older_serving(tmp_path: Pa
 
 def test_empty_mode_only_waits(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kidecar_supervisor.cli", "run", "--empty",
+    proc = subprocess.Popen([*KIDECAR, "run", "--empty",
                              "--port", str(port), "--state-dir", str(tmp_path / "state")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

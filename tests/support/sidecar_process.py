@@ -22,7 +22,10 @@ import yaml
 from tests.support.pod_limits import PodLimits
 
 REPO = Path(__file__).resolve().parents[2]
-KIDECAR = [sys.executable, "-m", "kidecar_supervisor.cli"]
+#: ``kidecar`` as the image starts it (the Dockerfile's ENTRYPOINT): under -OO, no
+#: docstrings and no asserts in any process of the tree (issue 16); tools/run-tests
+#: builds the -OO bytecode caches, as the image does
+KIDECAR = [sys.executable, "-OO", "-m", "kidecar_supervisor"]
 
 
 def free_port() -> int:
