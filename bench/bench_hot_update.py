@@ -259,7 +259,11 @@ class _Env:
             "loadPatchType": "signal",
             "signal": {"processName": self.tag, "signalName": "SIGHUP"},
             "fileDir": str(self.files), "maxFileBytes": "2Gi",
-            "storageConfig": storage}
+            "storageConfig": storage,
+            # the memory row reads the downloading process's VmHWM after its update,
+            # and the latency rows time updates back to back: one process throughout
+            # (what recycling gives back is the footprint bench's to measure)
+            "recycleAfterUpdate": False}
         if self.versions:
             hot_update["confirm"] = {
                 "http": {"url": f"http://127.0.0.1:{self.game_port}/", "jsonPath": "$.version"},

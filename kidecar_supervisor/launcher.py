@@ -111,7 +111,7 @@ class Launcher:
         interval = min(2.0, child.restart.heartbeat_timeout_seconds / 4)
         return run_plugin_process(child.spec.plugin_class, child.name, child.spec.config, conn,
                                   self.state_dir, self.identity, interval,
-                                  child.restart.stop_grace_seconds)
+                                  child.restart.stop_grace_seconds, recycled=child.recycling)
 
     def _store_runtime(self, child: Child, conn: Connection, beat_while: Callable[[], bool],
                        on_serve: Callable[[], None]) -> PluginRuntime:

@@ -131,6 +131,9 @@ class PluginContext:
     identity: PodIdentity
     logger: logging.Logger
     stop_requested: threading.Event = field(default_factory=threading.Event)
+    #: this process replaces one of the same plugin that asked to be recycled (and
+    #: was stopped gracefully for it): what that one handed over may be trusted
+    recycled: bool = False
     _store_factory: Any = None
     _ready_cb: Any = None
     _metrics_cb: Any = None

@@ -40,7 +40,7 @@ class PluginRuntime:
     def __init__(self, plugin_class: type[Plugin], name: str, config: Any, conn: Connection,
                  state_dir: Path, identity: PodIdentity, heartbeat_interval: float,
                  stop_grace: float, beat_while: Callable[[], bool] | None = None,
-                 on_serve: Callable[[], None] | None = None) -> None:
+                 on_serve: Callable[[], None] | None = None, recycled: bool = False) -> None:
         self.plugin = plugin_class()
         self.name = name
         self.conn = conn
@@ -69,7 +69,7 @@ class PluginRuntime:
             _store_factory=lambda cfg: RemoteStore(self.call, cfg),
             _ready_cb=lambda ready: self.send(protocol.ready(ready)),
             _metrics_cb=lambda n, v, labels: self.send(protocol.gauge(n, v, labels)),
-            _recycle_cb=self._want_recycle,
+            _recycle_cb=self._want_recycle, recycled=recycled,
         )
 
     # -- pipe ------------------------------------------------------------------
@@ -235,11 +235,11 @@ class PluginRuntime:
 
 def run_plugin_process(plugin_class: type[Plugin], name: str, config: Any, conn: Connection,
                        state_dir: Path, identity: PodIdentity, heartbeat_interval: float,
-                       stop_grace: float) -> int:
+                       stop_grace: float, recycled: bool = False) -> int:
     """Entry point of a forked plugin process; returns the exit code."""
     set_role(name)
     runtime = PluginRuntime(plugin_class, name, config, conn, state_dir, identity,
-                            heartbeat_interval, stop_grace)
+                            heartbeat_interval, stop_grace, recycled=recycled)
     signal.signal(signal.SIGTERM, lambda *_: runtime.request_stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

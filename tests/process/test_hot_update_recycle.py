@@ -9,6 +9,7 @@ sent meanwhile is answered, and it is not counted as a restart.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -122,5 +123,37 @@ def test_a_failed_update_is_recycled_and_its_status_carries_over(
         assert state["history"][0]["version"] == "v2" and not state["history"][0]["success"]
         assert (file_dir / "index.html").read_bytes() == OLD
         assert not (tmp_path / "state" / "hot-update-handover.json").exists()
+    finally:
+        assert sidecar.stop() == 0
+
+
+def _start_ticks(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[19])
+
+
+def test_a_restart_that_is_no_recycle_restores_whatever_was_handed_over(
+        tmp_path: Path, file_dir: Path, upstream: UpstreamServer, game: FakeGame) -> None:
+    """A handover left behind (a recycle the supervisor declined) is not taken by a
+    crash or an operator's restart: those restore from disk and the store."""
+    url = upstream.add_file("index.html", NEW)
+    hot_update = signal_config(file_dir, game.tag, recycleAfterUpdate=False)
+    sidecar = start_sidecar({"plugins": [{"name": "hot_update", "config": hot_update}]},
+                            tmp_path, wait_ready=True)
+    try:
+        answer = sidecar.post("/hot-update", data={"version": "v2", "url": url}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        handover = tmp_path / "state" / "hot-update-handover.json"
+        handover.write_text(json.dumps({
+            "supervisor": [sidecar.proc.pid, _start_ticks(sidecar.proc.pid)],
+            "at": time.monotonic(),
+            "status": {"state": "failed", "stage": "rolledBack", "lastError": {"error": "x"},
+                       "restore": {"state": "handed-over"}}}))
+        assert sidecar.post("/plugins/hot_update/restart").status_code == 200
+        wait_until(lambda: _row(sidecar)["restarts"] == 1 and _row(sidecar)["ready"],
+                   what="hot_update restarted")
+        state = sidecar.get("/hot-update").json()
+        assert state["restore"]["state"] != "handed-over" and state["state"] == "idle", state
+        assert state["version"] == "v2"
+        assert not handover.exists()
     finally:
         assert sidecar.stop() == 0

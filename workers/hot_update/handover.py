@@ -4,10 +4,12 @@ A recycle replaces an idle process whose last update has settled by a fresh
 fork. Everything on disk and in the store is then what the new process would
 restore, so it takes its predecessor's in-memory status instead of restoring
 again: a restore reads the store, and ``GET /hot-update`` would show another
-stage, error and restore outcome than a moment before. Only a process of the
-same kidecar (the same supervisor process, by pid and start time) honours it,
-within ``HANDOVER_SECONDS`` of its writing; it is removed once read and when
-a new update starts, so a crash restart restores as it always did.
+stage, error and restore outcome than a moment before. Only a process the
+supervisor started for a granted recycle (``PluginContext.recycled``) reads
+it, and only from the same supervisor process (pid and start time) within
+``HANDOVER_SECONDS`` of its writing; any other start removes it, as does a new
+update, so a crash or an operator's restart restores as it always did (a
+recycle the supervisor declines leaves the file to the next start).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Handover:
                                       "status": status})
 
     def withdraw(self) -> None:
+        """Nothing to hand over (a new update started; a start that is no recycle)."""
         remove_quietly(self.path)
 
     def take(self) -> dict[str, Any] | None:

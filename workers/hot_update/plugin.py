@@ -178,7 +178,7 @@ class HotUpdatePlugin(Plugin):
     def run(self) -> None:
         try:
             self._finish_pending()
-            carried = self.handover.take()
+            carried = self._handed_over()
             if carried is not None:  # a recycle: the previous process settled everything
                 self.updates.take_over(carried)
                 log.info("took over from the recycled process (stage %s): nothing to restore",
@@ -305,6 +305,13 @@ class HotUpdatePlugin(Plugin):
         self._finish(result=result)
         self._recycle_if_settled(request)
         return result
+
+    def _handed_over(self) -> dict[str, Any] | None:
+        """The recycled predecessor's status; a crash or an operator's restart restores."""
+        if self.ctx.recycled:
+            return self.handover.take()
+        self.handover.withdraw()
+        return None
 
     def _recycle_if_settled(self, request: UpdateRequest) -> None:
         """Ask for a fresh process once an update has settled (``recycleAfterUpdate``).
