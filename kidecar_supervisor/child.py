@@ -233,8 +233,12 @@ class Child:
                 extra={"plugin": self.name})
         self._after_exit(code, ran_for, may_restart)
 
+    def exits_for_recycle(self, code: int) -> bool:
+        """This exit ends a recycle (stopped for it, cleanly): a fresh process follows."""
+        return self.recycling and self.restart_after_stop and code == 0
+
     def _after_exit(self, code: int, ran_for: float, may_restart: bool) -> None:
-        recycled = self.recycling and self.restart_after_stop and code == 0
+        recycled = self.exits_for_recycle(code)
         self.recycling = False  # a process that ends is never one on its way to ready
         if not may_restart or not self.wanted:
             self.restart_after_stop = False

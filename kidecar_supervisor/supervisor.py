@@ -291,7 +291,7 @@ class Supervisor:
         if child.conn is not None:
             self._on_pipe(child)  # last words (an init error) before the pipe closes
             self.launcher.close_pipe(child)
-        if not (child.recycling and child.restart_after_stop and code == 0):
+        if not child.exits_for_recycle(code):
             # a recycled plugin's gauges stay: its next process carries on from them
             self._gauges = {k: v for k, v in self._gauges.items() if k[0] != child.name}
         child.on_exit(code, may_restart=self.restarts_allowed())

@@ -51,5 +51,6 @@ def test_a_damaged_file_counts_from_zero_and_is_rewritten(tmp_path: Path) -> Non
     metrics = StageMetrics(set_gauge, path)  # type: ignore[arg-type]
     assert published == {}
     metrics.observe("install", 0.01)
+    metrics.loaded("v1", True)  # the update ends: its counts are kept
     assert published[(f"{NAME}_count", (("stage", "install"),))] == 1
     assert '"install"' in path.read_text()

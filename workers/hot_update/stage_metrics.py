@@ -52,7 +52,6 @@ class StageMetrics:
             counts[-1] += 1
             self._sums[stage] = self._sums.get(stage, 0.0) + seconds
             self._publish(stage)
-            self._save()
 
     def _publish(self, stage: str) -> None:
         counts = self._counts[stage]
@@ -90,7 +89,10 @@ class StageMetrics:
             self._publish(stage)
 
     def loaded(self, version: str, success: bool) -> None:
-        """The version the game runs now, and whether the last update got it there."""
+        """The version the game runs now, and whether the last update got it there.
+
+        An update ends here, so this is where its stages' counts are kept: once
+        per update, not on each stage (each save is two fsyncs)."""
         with self._lock:
             self._set("kidecar_hot_update_last_success", 1.0 if success else 0.0, {})
             if version and version != self._loaded:
@@ -98,4 +100,4 @@ class StageMetrics:
                     self._set("kidecar_hot_update_info", 0.0, {"version": self._loaded})
                 self._set("kidecar_hot_update_info", 1.0, {"version": version})
                 self._loaded = version
-                self._save()
+            self._save()
