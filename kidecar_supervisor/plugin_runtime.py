@@ -143,21 +143,27 @@ class PluginRuntime:
     def _serve_call(self, message: protocol.Call) -> None:
         with self._calls_done:
             self._active_calls += 1
-        call_id = message["id"]
         try:
-            reply = protocol.reply_ok(call_id, self.plugin.handle(message["method"],
-                                                                  message.get("params") or {}))
-        except PluginCallError as exc:
-            reply = protocol.reply_error(call_id, exc.status, exc.message, **exc.fields)
-        except Exception as exc:  # noqa: BLE001 - report, never crash the plugin
-            self.log.exception("call %s failed", message["method"])
-            reply = protocol.reply_error(call_id, 500, f"{type(exc).__name__}: {exc}")
+            # the reply is sent before the call stops counting: a stopping process waits
+            # for its calls (``_wait_for_calls``) and would otherwise exit between the
+            # two, its caller told "plugin exited" for an update that succeeded
+            self.send(self._answer(message))
         finally:
             with self._calls_done:
                 self._active_calls -= 1
                 self._calls_done.notify_all()
-        self.send(reply)
         self._offer_recycle()
+
+    def _answer(self, message: protocol.Call) -> protocol.Reply:
+        call_id = message["id"]
+        try:
+            return protocol.reply_ok(call_id, self.plugin.handle(message["method"],
+                                                                 message.get("params") or {}))
+        except PluginCallError as exc:
+            return protocol.reply_error(call_id, exc.status, exc.message, **exc.fields)
+        except Exception as exc:  # noqa: BLE001 - report, never crash the plugin
+            self.log.exception("call %s failed", message["method"])
+            return protocol.reply_error(call_id, 500, f"{type(exc).__name__}: {exc}")
 
     def _want_recycle(self, reason: str) -> None:
         self._recycle_reason = reason

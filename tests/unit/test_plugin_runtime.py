@@ -2,6 +2,9 @@
 
 * Freed heap pages go back to the kernel on each heartbeat (issue 16: the
   storage process kept 1.26 MiB of them after one update).
+* A stopping plugin exits only once the replies of its calls are on the pipe: it
+  used to stop counting a call just before sending its reply, and a hot update that
+  succeeded during a hot upgrade's drain answered 503 "plugin exited" (CI, session 23).
 * A plugin whose supervisor is gone stops waiting for answers at once: an
   update holds fileDir's lock while it records its result, and that call used
   to wait its whole timeout (60 s) while a new kidecar's hot_update waited for
@@ -39,10 +42,11 @@ class _Idle(Plugin):
 
 
 class _Running:
-    def __init__(self, tmp_path: Path, heartbeat_interval: float) -> None:
+    def __init__(self, tmp_path: Path, heartbeat_interval: float, stop_grace: float) -> None:
         self.supervisor_end, plugin_end = Pipe(duplex=True)
         self.runtime = PluginRuntime(_Idle, "idle", None, plugin_end, tmp_path, PodIdentity(),
-                                     heartbeat_interval=heartbeat_interval, stop_grace=1.0)
+                                     heartbeat_interval=heartbeat_interval,
+                                     stop_grace=stop_grace)
         self.main = threading.Thread(target=self.runtime.main, daemon=True)
         self.main.start()
 
@@ -60,8 +64,8 @@ class _Running:
 def running(tmp_path: Path) -> Iterator[Any]:
     started: list[_Running] = []
 
-    def start(heartbeat_interval: float) -> _Running:
-        started.append(_Running(tmp_path, heartbeat_interval))
+    def start(heartbeat_interval: float, stop_grace: float = 1.0) -> _Running:
+        started.append(_Running(tmp_path, heartbeat_interval, stop_grace))
         return started[-1]
 
     yield start
@@ -127,3 +131,35 @@ def test_a_recycle_asked_for_during_a_call_is_sent_after_its_reply(running: Any)
     assert seen[0]["id"] == 7 and seen[0]["result"] == "done"
     assert seen[1]["reason"] == "heavy task done"
     assert not plugin.supervisor_end.poll(0.3)  # asked once, not on every heartbeat
+
+
+def test_a_stopping_plugin_exits_only_after_the_reply_of_its_call_is_sent(
+        running: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    plugin = running(heartbeat_interval=5.0, stop_grace=10.0)
+    runtime = plugin.runtime
+    plugin.next_message("ready")
+    sending, release = threading.Event(), threading.Event()
+    send = runtime.send
+
+    def slow_reply(message: Any) -> None:
+        if message["t"] == "reply":  # the call is done; its reply is on its way
+            sending.set()
+            release.wait(5)
+        send(message)
+
+    monkeypatch.setattr(runtime, "send", slow_reply)
+    plugin.supervisor_end.send({"t": "call", "id": 9, "method": "heavy_task", "params": {}})
+    assert sending.wait(5)
+    runtime.request_stop()  # the drain stops the plugin now
+    plugin.main.join(0.5)
+    assert plugin.main.is_alive(), "the process would exit before its reply is sent"
+    release.set()
+    plugin.main.join(5)
+    assert not plugin.main.is_alive()
+    assert plugin.supervisor_end.poll(1)
+    replies = []
+    while plugin.supervisor_end.poll(0.2):
+        message = plugin.supervisor_end.recv()
+        if message["t"] == "reply":
+            replies.append(message)
+    assert [(m["id"], m.get("result")) for m in replies] == [(9, "done")]
