@@ -12,6 +12,11 @@ before ``gc.freeze()`` and the first fork:
   http_probe's https endpoints) otherwise allocates for itself: 2.1 MiB USS per
   such child, measured (docs/footprint.md). The context itself is kept, so the
   library's caches it filled are never freed and reallocated.
+* The ``idna`` codec: every connection to a host by name encodes the name
+  with it (``socket.getaddrinfo``), so http_probe, the store and hot_update's
+  downloads each imported it (with ``stringprep`` and ``unicodedata``) after
+  the fork once requests, which imported it before, was no longer imported by
+  the supervisor: +1 MiB USS in http_probe alone, measured.
 * glibc's free heap pages are given back (``malloc_trim``): what the imports
   and builds freed would otherwise stay resident in the parent, counted in
   every process's PSS, and a child reusing a freed chunk would copy the old
@@ -38,6 +43,7 @@ _KEPT: list[object] = []
 def build_shared() -> None:
     """Build, in the parent, what several children would otherwise each build."""
     _KEPT.append(_openssl_warmed())
+    "localhost".encode("idna")  # the codec imported and in the codec registry's cache
     release_free_heap()
 
 

@@ -26,13 +26,15 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import psutil
-import requests
 
 from kidecar_supervisor.config_reader import ConfigReader
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger("kidecar.reload")
 
@@ -317,6 +319,8 @@ def request_reload(cfg: RequestConfig, cancel: threading.Event | None = None) ->
 
 
 def _attempt(cfg: RequestConfig, timeout: float) -> dict[str, Any]:
+    import requests  # here, not at the top: only a process that calls it loads it (issue 16)
+
     begun = time.monotonic()
     try:
         response = requests.request(cfg.method, cfg.url, timeout=timeout,
@@ -334,6 +338,8 @@ def _attempt(cfg: RequestConfig, timeout: float) -> dict[str, Any]:
 
 
 def _short_error(exc: requests.RequestException) -> str:
+    import requests
+
     text = str(exc)
     if "refused" in text.lower():
         return "connection refused"

@@ -5,11 +5,16 @@ a fresh fork gives them back (docs/footprint.md). The replacement must be
 invisible to users: no second download, no second reload or result, the
 applied version and the stage histogram carry on, /readyz stays 200, a call
 sent meanwhile is answered, and it is not counted as a restart.
+
+Likewise requests (an HTTP client of ~100 modules) is imported by the
+hot_update process when it downloads, never by the supervisor before it forks:
+so the recycle gives its pages back too, and an idle tree holds none of them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -155,5 +160,32 @@ def test_a_restart_that_is_no_recycle_restores_whatever_was_handed_over(
         assert state["restore"]["state"] != "handed-over" and state["state"] == "idle", state
         assert state["version"] == "v2"
         assert not handover.exists()
+    finally:
+        assert sidecar.stop() == 0
+
+
+def _imports_of(text: str, module: str) -> int:
+    """How many processes imported ``module``, from ``PYTHONPROFILEIMPORTTIME``'s lines."""
+    return len(re.findall(rf"^import time:.*\|\s+{re.escape(module)}$", text, re.MULTILINE))
+
+
+def test_requests_is_imported_by_the_download_not_before_the_fork(
+        tmp_path: Path, file_dir: Path, upstream: UpstreamServer, game: FakeGame) -> None:
+    url = upstream.add_file("index.html", NEW)
+    config = {"plugins": [{"name": "hot_update", "config": signal_config(file_dir, game.tag)}]}
+    # every process of the tree reports each module it imports, on the shared log
+    sidecar = start_sidecar(config, tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"},
+                            wait_ready=True)
+    try:
+        booted = sidecar.log_path.read_text(errors="replace")
+        assert _imports_of(booted, "kidecar_supervisor.supervisor") == 1  # the probe works
+        assert _imports_of(booted, "urllib3") == 1  # the supervisor's, shared by all
+        assert _imports_of(booted, "requests") == 0, "imported at boot, by some process"
+        answer = sidecar.post("/hot-update", data={"version": "v2", "url": url}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        wait_until(lambda: _row(sidecar)["recycles"] == 1 and _row(sidecar)["ready"],
+                   what="hot_update recycled")
+        log = sidecar.log_path.read_text(errors="replace")
+        assert _imports_of(log, "requests") == 1  # by the download, once
     finally:
         assert sidecar.stop() == 0

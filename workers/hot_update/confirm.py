@@ -19,8 +19,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from kidecar_supervisor.plugin_api import ConfigReader
 from kidecar_supervisor.plugin_kit.jsonpath import MISSING, JsonPath, JsonPathError, compile_path
 
@@ -107,6 +105,8 @@ class ConfirmFailed(Exception):
 
 def read_report(cfg: ConfirmConfig) -> Report:
     """Read the confirm source once; never raises."""
+    import requests  # here, not at the top: only a process that calls it loads it (issue 16)
+
     try:
         raw = _read_raw(cfg)
     except (OSError, requests.RequestException, ValueError) as exc:
@@ -123,6 +123,8 @@ def _read_raw(cfg: ConfirmConfig) -> bytes | None:
                 return handle.read(MAX_REPORT_BYTES)
         except FileNotFoundError:
             return None
+    import requests
+
     with requests.get(cfg.http_url, timeout=READ_TIMEOUT_SECONDS, stream=True,
                       allow_redirects=False) as response:
         if response.status_code != 200:

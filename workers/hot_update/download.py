@@ -21,14 +21,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-import requests
 import urllib3
 
 from kidecar_supervisor.plugin_kit.durable_files import remove_quietly
 from workers.hot_update.url_redaction import redact, scrub
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger("kidecar.hot_update.download")
 # urllib3 logs every request line at DEBUG, query string (a pre-signed token) and all:
@@ -259,6 +261,8 @@ def _open_file_url(url: str, limits: DownloadLimits) -> _Source:
 
 
 def _open_http(url: str, limits: DownloadLimits) -> _Source:
+    import requests  # here, not at the top: only a process that downloads loads it (issue 16)
+
     session = requests.Session()
     session.max_redirects = limits.max_redirects
     try:
@@ -290,6 +294,8 @@ def _http_chunks(response: requests.Response, url: str,
     """Whatever each read brings (``read1``), not whole chunks: an upstream that
     drips a byte at a time must still meet the deadline and the cancel checks,
     which run between chunks."""
+    import requests
+
     raw = response.raw
     try:
         while True:
@@ -321,6 +327,8 @@ def _content_length(response: requests.Response) -> int | None:
 
 def _http_error(exc: requests.RequestException, url: str, limits: DownloadLimits) -> DownloadError:
     """One clear DownloadError for every way requests can fail."""
+    import requests
+
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, requests.ConnectTimeout):
         return DownloadError(504, f"timed out connecting to {redact(url)} "
