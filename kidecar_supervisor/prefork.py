@@ -11,7 +11,9 @@ before ``gc.freeze()`` and the first fork:
   using TLS (storage to the API server, hot_update's https downloads,
   http_probe's https endpoints) otherwise allocates for itself: 2.1 MiB USS per
   such child, measured (docs/footprint.md). The context itself is kept, so the
-  library's caches it filled are never freed and reallocated.
+  library's caches it filled are never freed and reallocated. It is the
+  standard library's client context, not urllib3's: OpenSSL loads the same
+  tables for either, and urllib3 is not imported here (below).
 * The ``idna`` codec: every connection to a host by name encodes the name
   with it (``socket.getaddrinfo``), so http_probe, the store and hot_update's
   downloads each imported it (with ``stringprep`` and ``unicodedata``) after
@@ -23,7 +25,8 @@ before ``gc.freeze()`` and the first fork:
   page instead of getting a fresh one (about 1 MiB RSS per process measured).
 
 Modules only one child uses are *not* imported here (the HTTP stack is the HTTP
-child's, InKube's modules its store's): imported in the parent, their
+child's, InKube's modules and urllib3 its store's, requests hot_update's while
+it downloads, given back when it is recycled): imported in the parent, their
 pages are counted once as shared and again for every page that child copies
 when it writes a reference count; imported in the child, only once.
 """
@@ -31,8 +34,6 @@ when it writes a reference count; imported in the child, only once.
 from __future__ import annotations
 
 import ssl
-
-from urllib3.util.ssl_ import create_urllib3_context
 
 from kidecar_supervisor.heap import release_free_heap
 
@@ -48,5 +49,7 @@ def build_shared() -> None:
 
 
 def _openssl_warmed() -> ssl.SSLContext:
-    """A client context as urllib3 makes them: OpenSSL's providers and ciphers loaded."""
-    return create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    """A verifying TLS 1.2+ client context: OpenSSL's providers and ciphers loaded."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context

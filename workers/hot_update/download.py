@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-import urllib3
-
 from kidecar_supervisor.plugin_kit.durable_files import remove_quietly
 from workers.hot_update.url_redaction import redact, scrub
 
@@ -295,6 +293,7 @@ def _http_chunks(response: requests.Response, url: str,
     drips a byte at a time must still meet the deadline and the cancel checks,
     which run between chunks."""
     import requests
+    import urllib3
 
     raw = response.raw
     try:
