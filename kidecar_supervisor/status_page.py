@@ -30,6 +30,8 @@ from kidecar_supervisor.states import ChildState
 
 POLL_INTERVAL_MS = 1000
 HISTORY_ROWS = 10
+#: the recycle count's tooltip: a recycle is routine, not a failure
+RECYCLED_TITLE = "fresh processes started after a settled update (routine, not failures)"
 #: a button that cannot do anything in this state is shown disabled (the script reads these too)
 NO_START_STATES = (ChildState.RUNNING.value, ChildState.STARTING.value)
 NO_STOP_STATES = (ChildState.STOPPED.value, ChildState.STOPPING.value,
@@ -79,7 +81,8 @@ def render(data: PageData, nonce: str) -> str:
     """The whole page: head, the four sections, and the polling script (run by ``nonce``)."""
     initial = json.dumps({"pollMs": POLL_INTERVAL_MS, "historyRows": HISTORY_ROWS,
                           "noStart": NO_START_STATES, "noStop": NO_STOP_STATES,
-                          "good": GOOD_STATES, "bad": BAD_STATES})
+                          "good": GOOD_STATES, "bad": BAD_STATES,
+                          "recycledTitle": RECYCLED_TITLE})
     return "".join((
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<meta name=viewport content='width=device-width,initial-scale=1'>",
@@ -142,14 +145,27 @@ def _plugin_row(row: dict[str, Any]) -> str:
         f"<td class=name>{_e(name)}{' <span class=tag>kidecar</span>' if row.get('internal') else ''}</td>",
         f"<td><span class='state {_state_class(state)}'>{_e(state)}</span></td>",
         f"<td class='pid num'>{_e(row.get('pid') or '–')}</td>",
-        f"<td class=num>{_e(row.get('restarts', 0))}</td>",
-        f"<td class=num>{_e(format_duration(row.get('uptime')))}</td>",
+        f"<td class=num>{_e(row.get('restarts', 0))}{_recycled(row)}</td>",
+        f"<td class=num>{_e(_uptime(row))}</td>",
         f"<td class=error>{_e(row.get('lastError') or '')}</td>",
         "<td class=actions>" + "".join(
             _action_button(name, action, _why_disabled(row, action))
             for action in ("restart", "stop", "start")) + "</td>",
     ]
     return f"<tr data-plugin='{_e(name)}'>" + "".join(cells) + "</tr>"
+
+
+def _recycled(row: dict[str, Any]) -> str:
+    """`` · 2 recycled`` beside the restarts: a new pid with no restart is explained."""
+    recycles = int(_number(row.get("recycles")))
+    if recycles <= 0:
+        return ""
+    return f" <span class=muted title='{RECYCLED_TITLE}'>· {recycles} recycled</span>"
+
+
+def _uptime(row: dict[str, Any]) -> str:
+    """A running process shows ``0s`` in its first second, not a blank."""
+    return format_duration(row.get("uptime")) or ("0s" if row.get("pid") else "")
 
 
 def _why_disabled(row: dict[str, Any], action: str) -> str:
@@ -450,6 +466,12 @@ function el(tag, attrs, ...children) {
 
 function num(v) { return typeof v === "number" && isFinite(v) ? v : 0; }
 
+function recycled(row) {
+  const count = Math.floor(num(row.recycles));
+  if (count <= 0) return [];
+  return [" ", el("span", {class: "muted", title: CONFIG.recycledTitle}, `· ${count} recycled`)];
+}
+
 function formatBytes(value) {
   const units = ["B", "KiB", "MiB", "GiB"];
   let i = 0;
@@ -539,8 +561,8 @@ function drawPlugins(answer) {
       nameCell,
       el("td", {}, el("span", {class: `state ${stateClass(row.state)}`}, row.state || "")),
       el("td", {class: "pid num"}, row.pid || "–"),
-      el("td", {class: "num"}, row.restarts ?? 0),
-      el("td", {class: "num"}, formatDuration(row.uptime)),
+      el("td", {class: "num"}, String(row.restarts ?? 0), ...recycled(row)),
+      el("td", {class: "num"}, formatDuration(row.uptime) || (row.pid ? "0s" : "")),
       el("td", {class: "error"}, row.lastError || ""),
       el("td", {class: "actions"}, ...["restart", "stop", "start"].map(
         (a) => actionButton(name, a, whyDisabled(row, a)))));

@@ -148,6 +148,15 @@ def test_roll_back_button_changes_the_version(sidecar: Sidecar, upstream: Upstre
         button.click()
         page.wait_for_function(
             "() => document.querySelector('#hu-version').textContent === 'v1'", timeout=60_000)
+        # each update, the rollback too, ends with a fresh hot_update process: the row
+        # says so beside its restarts (a new pid, no restart), and its uptime is shown
+        restarts = "tr[data-plugin='hot_update'] td:nth-child(4)"
+        page.wait_for_function(
+            f"""() => document.querySelector("{restarts}").textContent.includes("recycled")""",
+            timeout=30_000)
+        assert page.locator(restarts).inner_text().startswith("0 · ")  # no restart, recycles
+        uptime = page.locator("tr[data-plugin='hot_update'] td:nth-child(5)").inner_text()
+        assert uptime.endswith("s"), uptime  # 0s in the fresh process's first second
         screenshot(page, "06-rolled-back")
         assert page.locator("#kept tr[data-version='v1'] button[data-rollback]").is_disabled()
         assert page.locator("#history tbody tr").first.locator("td.name").inner_text() == "v1"

@@ -178,3 +178,17 @@ def test_only_the_pages_own_script_runs() -> None:
     assert f"script-src 'nonce-{NONCE}'" in policy and "unsafe-inline'; connect" in policy
     assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
     assert "unsafe-eval" not in policy and "script-src 'unsafe-inline'" not in policy
+
+
+def test_a_recycled_plugin_says_so_beside_its_restarts_and_shows_its_first_second() -> None:
+    """A new pid with 0 restarts is explained (a recycle after an update, issue 16), and
+    a process in its first second shows 0s instead of a blank uptime."""
+    rows = [{"name": "hot_update", "state": "Running", "pid": 31, "restarts": 0,
+             "recycles": 2, "uptime": 0.2, "lastError": None},
+            {"name": "probe", "state": "Stopped", "pid": None, "restarts": 1,
+             "recycles": 0, "uptime": 0.0, "lastError": None}]
+    html = page(plugins=Answer(200, rows))
+    cells = re.findall(r"<td class=num>(.*?)</td>", html)
+    assert cells[:2] == ["0 <span class=muted title='fresh processes started after a settled "
+                         "update (routine, not failures)'>· 2 recycled</span>", "0s"], cells
+    assert cells[2:4] == ["1", ""], cells  # stopped: no recycle note, no uptime
