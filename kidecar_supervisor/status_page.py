@@ -160,7 +160,7 @@ def _recycled(row: dict[str, Any]) -> str:
     recycles = int(_number(row.get("recycles")))
     if recycles <= 0:
         return ""
-    return f" <span class=muted title='{RECYCLED_TITLE}'>· {recycles} recycled</span>"
+    return f" <span class=muted title='{_e(RECYCLED_TITLE)}'>· {recycles} recycled</span>"
 
 
 def _uptime(row: dict[str, Any]) -> str:

@@ -105,11 +105,9 @@ class ConfirmFailed(Exception):
 
 def read_report(cfg: ConfirmConfig) -> Report:
     """Read the confirm source once; never raises."""
-    import requests  # here, not at the top: only a process that calls it loads it (issue 16)
-
     try:
         raw = _read_raw(cfg)
-    except (OSError, requests.RequestException, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # requests' errors are OSErrors
         return Report(unreadable=f"{type(exc).__name__}: {str(exc)[:200]}")
     if raw is None:
         return Report(unreadable="no report yet")
@@ -123,7 +121,7 @@ def _read_raw(cfg: ConfirmConfig) -> bytes | None:
                 return handle.read(MAX_REPORT_BYTES)
         except FileNotFoundError:
             return None
-    import requests
+    import requests  # here, not at the top: only a process that calls it loads it (issue 16)
 
     with requests.get(cfg.http_url, timeout=READ_TIMEOUT_SECONDS, stream=True,
                       allow_redirects=False) as response:
