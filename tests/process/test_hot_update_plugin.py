@@ -503,3 +503,21 @@ def test_url_with_a_bad_port_is_400(tmp_path: Path, file_dir: Path, game: FakeGa
         for url in ("http://127.0.0.1:99999/a.txt", "http://exa mple/a.txt"):
             status, body = run.call({"version": "v2", "url": url})
             assert status == 400, (url, body)
+
+
+def test_a_recycle_waits_for_the_desired_version_follower_to_note_the_outcome(
+        run: PluginRun, upstream: UpstreamServer, game: FakeGame) -> None:
+    """An update the follower ran asks for a fresh process only once the follower is
+    done with it (noted a refused value as failed): a recycle before that made the
+    fresh process apply the refused build once more (CI, session 23)."""
+    asked: list[str] = []
+    run.ctx._recycle_cb = asked.append
+    url = upstream.add_file("index.html", NEW)
+    with run.plugin._holding_recycle():  # as the follower holds it while it considers
+        status, body = run.call({"version": "v2", "url": url})
+        assert status == 200, body
+        assert asked == [], "recycled while the follower still had the outcome to note"
+    assert len(asked) == 1 and "update to v2 settled" in asked[0], asked
+    newer = upstream.add_file("v3.html", b"v3\n")
+    status, body = run.call({"version": "v3", "url": newer})  # no holder: at once
+    assert status == 200 and len(asked) == 2, (body, asked)

@@ -24,6 +24,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,17 @@ class DesiredFollower:
 
     def __init__(self, store: ResultStore, key: str, state_dir: Path,
                  apply: Callable[[dict[str, Any]], dict[str, Any]],
-                 stopping: threading.Event, warn: Callable[[str, str], None]) -> None:
+                 stopping: threading.Event, warn: Callable[[str, str], None],
+                 settling: Callable[[], AbstractContextManager[None]]) -> None:
         self.store = store
         self.key = key
         self.apply = apply
         self.stopping = stopping
         self.warn = warn
+        #: held while a value is considered: the process is not recycled between
+        #: an update's end and the follower's note of it (a failed value would be
+        #: tried once more by the fresh process)
+        self.settling = settling
         self.failed_path = state_dir / FAILED_NAME
         self.revision = 0
         #: the last value acted on (applied, found unchanged, failed or invalid)
@@ -163,6 +169,10 @@ class DesiredFollower:
 
     def _consider(self, value: str) -> tuple[bool, dict[str, Any] | None]:
         """Apply ``value`` unless it failed before: (busy: try again later, the answer)."""
+        with self.settling():
+            return self._consider_settling(value)
+
+    def _consider_settling(self, value: str) -> tuple[bool, dict[str, Any] | None]:
         try:
             desired = parse_desired(value)
         except ValueError as exc:

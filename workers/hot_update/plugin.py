@@ -37,6 +37,8 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -170,10 +172,15 @@ class HotUpdatePlugin(Plugin):
         self._admission = threading.Lock()
         self._in_flight: InFlight | None = None
         self._stopping = threading.Event()
+        #: the version whose settled update wants a fresh process, and how many
+        #: holders (the desired-version follower noting an outcome) delay it
+        self._recycle_due: str | None = None
+        self._recycle_holds = 0
+        self._recycle_lock = threading.Lock()
         self._adopt_in_place()
         self.desired = DesiredFollower(self.store, self.cfg.desired_annotation_key,
                                        ctx.state_dir, self.update, self._stopping,
-                                       self._warn_event)
+                                       self._warn_event, self._holding_recycle)
 
     def run(self) -> None:
         try:
@@ -297,13 +304,13 @@ class HotUpdatePlugin(Plugin):
             result = self._apply_or_raise(request, source, note)
         except PluginCallError as err:
             self._finish(error=err)
-            self._recycle_if_settled(request)
+            self._recycle_when_free(request.version)
             raise
         except BaseException:
             self._finish(error=PluginCallError(500, "the update ended unexpectedly"))
             raise
         self._finish(result=result)
-        self._recycle_if_settled(request)
+        self._recycle_when_free(request.version)
         return result
 
     def _handed_over(self) -> dict[str, Any] | None:
@@ -313,7 +320,29 @@ class HotUpdatePlugin(Plugin):
         self.handover.withdraw()
         return None
 
-    def _recycle_if_settled(self, request: UpdateRequest) -> None:
+    @contextmanager
+    def _holding_recycle(self) -> Iterator[None]:
+        """No recycle while held; one that came due meanwhile is asked for at the end."""
+        with self._recycle_lock:
+            self._recycle_holds += 1
+        try:
+            yield
+        finally:
+            with self._recycle_lock:
+                self._recycle_holds -= 1
+            self._recycle_when_free(None)
+
+    def _recycle_when_free(self, version: str | None) -> None:
+        """Note that ``version``'s update settled; recycle now unless a holder waits."""
+        with self._recycle_lock:
+            if version is not None:
+                self._recycle_due = version
+            if self._recycle_holds or self._recycle_due is None:
+                return
+            version, self._recycle_due = self._recycle_due, None
+        self._recycle_if_settled(version)
+
+    def _recycle_if_settled(self, version: str) -> None:
         """Ask for a fresh process once an update has settled (``recycleAfterUpdate``).
 
         The download, install, reload and record path touches ~4 MiB of pages
@@ -330,7 +359,7 @@ class HotUpdatePlugin(Plugin):
             except OSError as exc:  # the next process restores instead: no recycle
                 log.warning("not recycling: cannot hand over the status: %s", exc)
                 return
-            self.ctx.recycle(f"update to {request.version} settled: a fresh process gives "
+            self.ctx.recycle(f"update to {version} settled: a fresh process gives "
                              "back the memory the update touched")
 
     def _admit(self, request: UpdateRequest) -> InFlight | dict[str, Any] | None:
