@@ -122,12 +122,16 @@ def _read_raw(cfg: ConfirmConfig) -> bytes | None:
         except FileNotFoundError:
             return None
     import requests  # here, not at the top: only a process that calls it loads it (issue 16)
+    import urllib3
 
     with requests.get(cfg.http_url, timeout=READ_TIMEOUT_SECONDS, stream=True,
                       allow_redirects=False) as response:
         if response.status_code != 200:
             raise ValueError(f"{cfg.http_url} answered {response.status_code}")
-        return bytes(response.raw.read(MAX_REPORT_BYTES, decode_content=True))
+        try:
+            return bytes(response.raw.read(MAX_REPORT_BYTES, decode_content=True))
+        except urllib3.exceptions.HTTPError as exc:  # a game dying mid-answer: unreadable
+            raise OSError(f"{cfg.http_url}: {exc}") from exc
 
 
 def _parse_report(cfg: ConfirmConfig, raw: bytes) -> Report:
