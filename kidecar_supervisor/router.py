@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kidecar_supervisor.child import Child
 from kidecar_supervisor.protocol import (
+    STORAGE,
     Call,
     PipeMessage,
     Reply,
@@ -27,7 +29,7 @@ from kidecar_supervisor.protocol import (
     reply_from_call,
 )
 from kidecar_supervisor.protocol import call as call_message
-from kidecar_supervisor.states import ChildState
+from kidecar_supervisor.states import ChildKind, ChildState
 
 log = logging.getLogger("kidecar.router")
 
@@ -35,6 +37,15 @@ log = logging.getLogger("kidecar.router")
 MAX_QUEUED_CALLS = 1000
 #: a plugin's call to another child (e.g. a storage write) is forgotten after this long
 CHILD_CALL_TTL = 300.0
+
+
+def call_target(children: Iterable[Child], name: str) -> Child | None:
+    """Who answers calls to ``name``: the store runs in the HTTP child that serves, and
+    the HTTP child is no call target by its own name (it holds no plugin)."""
+    if name == STORAGE:
+        return next((c for c in children if c.kind == ChildKind.HTTP), None)
+    child = next((c for c in children if c.name == name), None)
+    return child if child is not None and child.kind != ChildKind.HTTP else None
 
 
 class Answerable(Protocol):

@@ -51,7 +51,7 @@ from kidecar_supervisor.protocol import (
     request,
     store_params,
 )
-from kidecar_supervisor.router import Router
+from kidecar_supervisor.router import Router, call_target
 from kidecar_supervisor.states import (
     RUNNING_ON_START,
     USER_KINDS,
@@ -133,11 +133,8 @@ class Supervisor:
         return next((c for c in self.children if c.name == name), None)
 
     def call_target(self, name: str) -> Child | None:
-        """Who answers calls to ``name``: the store runs in the HTTP child that serves."""
-        if name == STORAGE:
-            return next((c for c in self.children if c.kind == ChildKind.HTTP), None)
-        child = self.child(name)
-        return child if child is not None and child.kind != ChildKind.HTTP else None
+        """Who answers calls to ``name`` (``router.call_target``)."""
+        return call_target(self.children, name)
 
     def _every_child(self) -> list[Child]:
         """The children, and HTTP children on their way in or out (restart of http)."""

@@ -12,7 +12,7 @@ from kidecar_supervisor.config import RestartSettings
 from kidecar_supervisor.control import ControlInbox, ControlTable, PendingRequest
 from kidecar_supervisor.control_channel import ControlError
 from kidecar_supervisor.protocol import Op, reply_ok, request, started
-from kidecar_supervisor.router import Router
+from kidecar_supervisor.router import Router, call_target
 from kidecar_supervisor.states import ChildKind, ChildState, Mode
 from tests.support.child_fakes import FakeOps
 
@@ -46,8 +46,7 @@ class Host:
         return next((c for c in self.children if c.name == name), None)
 
     def call_target(self, name: str) -> Child | None:
-        child = self.child(name)
-        return child if child is not None and child.kind != ChildKind.HTTP else None
+        return call_target(self.children, name)
 
     def clock(self) -> float:
         return self.ops.now

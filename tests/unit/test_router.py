@@ -11,7 +11,7 @@ import pytest
 from kidecar_supervisor.child import Child
 from kidecar_supervisor.config import RestartSettings
 from kidecar_supervisor.protocol import STORAGE, call, ready, reply_error, reply_ok, started
-from kidecar_supervisor.router import Router
+from kidecar_supervisor.router import Router, call_target
 from kidecar_supervisor.states import ChildKind, ChildState
 from tests.support.child_fakes import FakeOps
 
@@ -47,11 +47,7 @@ class Host:
         return self.children.get(name)
 
     def call_target(self, name: str) -> Child | None:
-        """As the supervisor: ``storage`` is the HTTP child; HTTP by its own name is none."""
-        if name == STORAGE:
-            return next((c for c in self.children.values() if c.kind == ChildKind.HTTP), None)
-        child = self.children.get(name)
-        return child if child is not None and child.kind != ChildKind.HTTP else None
+        return call_target(self.children.values(), name)
 
     def send(self, child: Child, message: Any) -> bool:
         if child.name in self.deaf:
@@ -258,3 +254,15 @@ def test_calls_to_a_recycling_plugin_wait_until_its_fresh_process_is_ready(host:
     assert router.waits_on(child) and not child.recycling
     router.on_reply(reply_ok(host.sent[-1][1]["id"], "idle"))
     assert asker.answers == [{"ok": True, "result": "idle"}] and not router.waits_on(child)
+
+
+def test_storage_calls_go_to_the_http_child_which_is_no_target_by_its_own_name() -> None:
+    host = Host()
+    http = host.add("http", ChildKind.HTTP)
+    plugin = host.add("hot_update")
+    children = list(host.children.values())
+    assert call_target(children, STORAGE) is http
+    assert call_target(children, "http") is None
+    assert call_target(children, "hot_update") is plugin
+    assert call_target(children, "missing") is None
+    assert call_target([plugin], STORAGE) is None
