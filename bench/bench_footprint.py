@@ -22,6 +22,7 @@ above idle). Run alone: ``bench/run --only footprint [--quick]``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -289,6 +290,40 @@ def _production_row(tree: Tree, idle: float) -> dict[str, str]:
                  f"docs/footprint.md explains each"}
 
 
+def _floor(variant: str) -> dict[str, Any]:
+    """``bench/footprint_floor.py``'s figure, under the interpreter and flags of the image."""
+    python = image_argv()[0]
+    out = subprocess.run([python, "-OO", str(REPO / "bench" / "footprint_floor.py"), variant],
+                         capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def _floor_row() -> dict[str, str]:
+    shape, runtime, shared, issue = (_floor(v) for v in ("shape", "runtime", "shared", "issue"))
+    lowest = min(shape["own"], shared["own"])
+    return {
+        "benchmark": "floor of the fixed shape: supervisor + HTTP child + 2 plugin processes "
+                     "forked as kidecar forks them, nothing running",
+        "kidecar": f"{shape['own']:.1f} MiB as in a pod with the HTTP stack imported in the "
+                   f"HTTP child (as shipped; {runtime['own']:.1f} with the plugin runtime "
+                   f"running in both plugin processes), {shared['own']:.1f} with it imported "
+                   f"before the fork; the issue's own floor experiment, 4 processes: "
+                   f"{issue['own']:.1f}",
+        "peers": f"Go kidecar: {GO_KIDECAR_PSS} MiB PSS (quoted)",
+        "aim": f"≤ {AIM_PSS:g} MiB PSS for the running tree: leaves "
+               f"{AIM_PSS - lowest:.1f} MiB for everything the four processes do",
+        "notes": "lower bounds no cut inside DESIGN.md §2's shape goes under: the "
+                 "supervisor's imports, prefork build and gc.freeze(), the HTTP child's "
+                 "imports (flask, gunicorn, prometheus_client, the InKube store), and no "
+                 "request, probe, update or store thread (bench/footprint_floor.py). USS by "
+                 f"process (supervisor, http, plugin, plugin): {_uss(shape)} / "
+                 f"{_uss(runtime)} / {_uss(shared)} / {_uss(issue)}"}
+
+
+def _uss(floor: dict[str, Any]) -> str:
+    return " ".join(f"{uss:.1f}" for uss in floor["uss"])
+
+
 def _local_row(tree: Tree, idle: float) -> dict[str, str]:
     return {
         "benchmark": f"Local-storage tree PSS: same plugins, no cluster, {idle:g} s idle",
@@ -332,6 +367,7 @@ def _run(base: Path, idle: float, leaks: bool) -> list[dict[str, str]]:
             out.append(_local_row(settle(local, files, idle), idle))
         finally:
             local.stop()
+    out.append(_floor_row())  # alone: nothing else of the bench running meanwhile
     return out
 
 
