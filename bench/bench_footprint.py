@@ -299,7 +299,8 @@ def _floor(variant: str) -> dict[str, Any]:
 
 
 def _floor_row() -> dict[str, str]:
-    shape, runtime, shared, issue = (_floor(v) for v in ("shape", "runtime", "shared", "issue"))
+    shape, runtime, shared, merged, issue = (
+        _floor(v) for v in ("shape", "runtime", "shared", "merged", "issue"))
     lowest = min(shape["own"], shared["own"])
     return {
         "benchmark": "floor of the fixed shape: supervisor + HTTP child + 2 plugin processes "
@@ -307,17 +308,19 @@ def _floor_row() -> dict[str, str]:
         "kidecar": f"{shape['own']:.1f} MiB as in a pod with the HTTP stack imported in the "
                    f"HTTP child (as shipped; {runtime['own']:.1f} with the plugin runtime "
                    f"running in both plugin processes), {shared['own']:.1f} with it imported "
-                   f"before the fork; the issue's own floor experiment, 4 processes: "
-                   f"{issue['own']:.1f}",
+                   f"before the fork, {merged['own']:.1f} with the supervisor and the HTTP "
+                   f"child as one process (3 processes); the issue's own floor experiment, "
+                   f"4 processes: {issue['own']:.1f}",
         "peers": f"Go kidecar: {GO_KIDECAR_PSS} MiB PSS (quoted)",
         "aim": f"≤ {AIM_PSS:g} MiB PSS for the running tree: leaves "
-               f"{AIM_PSS - lowest:.1f} MiB for everything the four processes do",
+               f"{AIM_PSS - lowest:.1f} MiB for everything the four processes do "
+               f"({AIM_PSS - merged['own']:.1f} for the three when merged)",
         "notes": "lower bounds no cut inside DESIGN.md §2's shape goes under: the "
                  "supervisor's imports, prefork build and gc.freeze(), the HTTP child's "
                  "imports (flask, gunicorn, prometheus_client, the InKube store), and no "
                  "request, probe, update or store thread (bench/footprint_floor.py). USS by "
                  f"process (supervisor, http, plugin, plugin): {_uss(shape)} / "
-                 f"{_uss(runtime)} / {_uss(shared)} / {_uss(issue)}"}
+                 f"{_uss(runtime)} / {_uss(shared)} / {_uss(merged)} / {_uss(issue)}"}
 
 
 def _uss(floor: dict[str, Any]) -> str:

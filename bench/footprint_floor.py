@@ -21,6 +21,10 @@ lower bounds no cut inside the shape goes under:
   nothing running it is the lower floor, because idle children copy nothing;
   in the running tree it measured 2 MiB more, because the HTTP child writes
   reference counts over most of those pages, docs/footprint.md).
+* ``merged``: the supervisor and the HTTP child as one process (what the issue
+  allows: "merging internal processes is not out of bounds"), everything
+  imported before the fork, and the two plugin processes: three processes.
+  Idle, whatever that process does while running is its own pages, not copies.
 * ``issue``: the issue's own floor experiment (a parent that imports flask,
   gunicorn, urllib3, yaml, psutil and sqlite3, creates a TLS context,
   ``gc.freeze()``, forks idle children), here with the tree's four processes:
@@ -29,7 +33,7 @@ lower bounds no cut inside the shape goes under:
 
 Each is counted as in a pod (each resident page of the tree once,
 ``tests/support/tree_pages.py``; root only). Run under ``-OO`` as the image runs
-kidecar: ``python -OO bench/footprint_floor.py shape|runtime|shared|issue``.
+kidecar: ``python -OO bench/footprint_floor.py shape|runtime|shared|merged|issue``.
 Prints one line of JSON: ``{"own": MiB, "pss": MiB, "processes": N, "uss":
 [MiB per process, supervisor first]}``.
 """
@@ -88,6 +92,10 @@ class Floor:
         self.shape()
         _http_child_imports()
         return [_nothing, _nothing, _nothing]
+
+    def merged(self) -> list[Body]:
+        """The supervisor and the HTTP child as one process, and the two plugins."""
+        return self.shared()[:2]
 
     def issue(self) -> list[Body]:
         """The issue's floor: the libraries imported and a TLS context built."""
@@ -169,7 +177,7 @@ def _fork(body: Body) -> int:
 def measure(variant: str) -> dict[str, Any]:
     floor = Floor()
     bodies = {"shape": floor.shape, "runtime": floor.runtime, "shared": floor.shared,
-              "issue": floor.issue}[variant]()
+              "merged": floor.merged, "issue": floor.issue}[variant]()
     gc.freeze()
     children = [_fork(body) for body in bodies]
     try:
