@@ -68,6 +68,7 @@ class Floor:
 
     def __init__(self) -> None:
         self.kept: list[object] = []  # built before the fork, alive for the run
+        self.temp_dirs: list[Path] = []  # the idle plugins' state dirs, removed at the end
         self.pipes: list[Connection] = []  # the parent's ends of the plugins' pipes
 
     def shape(self) -> list[Body]:
@@ -95,7 +96,8 @@ class Floor:
 
     def merged(self) -> list[Body]:
         """The supervisor and the HTTP child as one process, and the two plugins."""
-        return self.shared()[:2]
+        self.shared()
+        return [_nothing, _nothing]
 
     def issue(self) -> list[Body]:
         """The issue's floor: the libraries imported and a TLS context built."""
@@ -123,7 +125,7 @@ class Floor:
         parent_end, child_end = Pipe()
         self.pipes.append(parent_end)
         state_dir = Path(tempfile.mkdtemp(prefix="kidecar-floor-"))
-        self.kept.append(state_dir)
+        self.temp_dirs.append(state_dir)
 
         def body() -> None:
             _quiet()
@@ -195,9 +197,8 @@ def measure(variant: str) -> dict[str, Any]:
         for pid in children:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-        for kept in floor.kept:
-            if isinstance(kept, Path):
-                shutil.rmtree(kept, ignore_errors=True)
+        for temp_dir in floor.temp_dirs:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
